@@ -1,0 +1,138 @@
+"""Configuration: one YAML file, validated against ``mapd/schemas/config.schema.yaml``.
+
+The schema is the single source of truth for settings and their defaults: the CLI, the Python
+API and the Snakemake workflow all read a config through :func:`load_config`, and per-data-set
+settings through :func:`dataset_settings` (``defaults`` deep-merged with the data set's entry).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from mapd.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _fill_defaults(node: Any, sch: dict[str, Any], root: dict[str, Any]) -> None:
+    """Insert schema defaults into ``node`` (in place), recursing into object properties."""
+    if "$ref" in sch:
+        sch = _resolve(sch["$ref"], root)
+    if not isinstance(node, dict):
+        return
+    for sub in sch.get("allOf", []):
+        _fill_defaults(node, sub, root)
+    for key, prop in sch.get("properties", {}).items():
+        if key not in node and "default" in prop:
+            node[key] = copy.deepcopy(prop["default"])
+        if key in node:
+            _fill_defaults(node[key], prop, root)
+
+
+def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
+    node: Any = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` against the schema and return a copy with defaults filled in."""
+    if not isinstance(config, dict):
+        raise ConfigError("config must be a mapping at the top level")
+    cfg = copy.deepcopy(config)
+    sch = schema()
+    _fill_defaults(cfg, sch, sch)
+    validator = jsonschema.Draft7Validator(sch)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"invalid config at {where}: {e.message}{more}")
+    for name in cfg["datasets"]:
+        _check_dataset(cfg, name)
+    return cfg
+
+
+def _check_dataset(cfg: dict[str, Any], name: str) -> None:
+    s = dataset_settings(cfg, name)
+    use = s["assign"]["use"]
+    cats = set(s["probes"]["categories"])
+    if use not in s["assign"]["settings"]:
+        raise ConfigError(
+            f"datasets/{name}/assign/use: {use!r} is not one of the settings {sorted(s['assign']['settings'])}"
+        )
+    for setting, members in s["assign"]["settings"].items():
+        missing = set(members) - cats
+        if missing and setting == use:
+            raise ConfigError(
+                f"datasets/{name}/assign/settings/{setting}: categories {sorted(missing)} are not built "
+                f"(probes/categories is {sorted(cats)})"
+            )
+    if s["cscores"]["method"] == "file" and not s["cscores"].get("file"):
+        raise ConfigError(f"datasets/{name}/cscores: method 'file' needs cscores/file")
+    if {"typical", "atypical"} & cats and s["cscores"]["method"] is None:
+        raise ConfigError(f"datasets/{name}/cscores/method must be set for typical/atypical probes")
+    if s["probes"]["ood_blur_kernel"] % 2 == 0:
+        raise ConfigError(
+            f"datasets/{name}/probes/ood_blur_kernel must be odd, got {s['probes']['ood_blur_kernel']}"
+        )
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read, validate and default-fill a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+    return validate_config(raw or {})
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("settings",):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The effective settings of data set ``name``: ``defaults`` overridden by its entry."""
+    if name not in config["datasets"]:
+        raise ConfigError(
+            f"data set {name!r} is not in the config; it has {sorted(config['datasets'])}"
+        )
+    entry = config["datasets"][name] or {}
+    merged = deep_merge(
+        config["defaults"],
+        {k: v for k, v in entry.items() if k in ("cscores", "probes", "train", "assign")},
+    )
+    merged["loader"] = entry.get("loader", name)
+    merged["options"] = copy.deepcopy(entry.get("options", {}))
+    merged["subset"] = entry.get("subset")
+    return merged
+
+
+def fingerprint(obj: Any) -> str:
+    """Short stable hash of a JSON-able settings object (used to refuse resuming a changed run)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,101 @@
+"""Batched, on-device data pipeline for data sets held in memory (airbench-style).
+
+The whole uint8 data set lives on the device, reflection-padded once; a batch is one gather
+with per-example crop offsets and flips folded into the index, then a float conversion and
+normalisation. CPU and CUDA run exactly this code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class TensorSource:
+    """A device-resident image set that yields normalised (optionally augmented) batches.
+
+    Args:
+        images: (N, H, W, C) uint8.
+        labels: (N,) int labels.
+        device: where the data lives.
+        crop_padding: reflection padding of the random crop (0 = no crop).
+        flip: random horizontal flips.
+        mean, std: per-channel statistics on the [0, 1] scale (None = no normalisation).
+        channels_last: return batches in channels_last memory format (CUDA convolution speed).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        device: torch.device,
+        crop_padding: int = 0,
+        flip: bool = False,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}"
+            )
+        self.n, self.h, self.w, self.c = images.shape
+        self.device = device
+        self.pad = int(crop_padding)
+        self.flip = bool(flip)
+        self.channels_last = channels_last
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        if self.pad:
+            # F.pad's reflect mode needs float; pad once, keep uint8 (4x less memory than float)
+            x = F.pad(x.permute(0, 3, 1, 2).float(), (self.pad,) * 4, mode="reflect")
+            x = x.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        self.padded = x  # (N, H + 2p, W + 2p, C) uint8
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
+        self.mean = (
+            None
+            if mean is None
+            else torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        )
+        self.std = (
+            None
+            if std is None
+            else torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        )
+        self._ar_h = torch.arange(self.h, device=device)
+        self._ar_w = torch.arange(self.w, device=device)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(
+        self, idx: torch.Tensor, *, augment: bool, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (B, C, H, W) float32 and labels (B,) for example positions ``idx``."""
+        b = len(idx)
+        if augment and self.pad:
+            oy = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=generator)
+            ox = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=generator)
+        else:
+            oy = ox = torch.full((b,), self.pad, device=self.device, dtype=torch.long)
+        rows = oy[:, None] + self._ar_h  # (B, H)
+        cols = ox[:, None] + self._ar_w  # (B, W)
+        if augment and self.flip:
+            flipped = torch.rand(b, device=self.device, generator=generator) < 0.5
+            cols = torch.where(flipped[:, None], ox[:, None] + (self.w - 1 - self._ar_w), cols)
+        x = self.padded[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        x = x.contiguous(
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+        )
+        return x, self.labels[idx]
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 (N, H, W, C) images on the [0, 1] scale."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    std = x.std(0)
+    return x.mean(0).astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)

@@ -1,0 +1,398 @@
+"""The training engine: trains a model and records every example's learning curve.
+
+After every epoch the per-example loss and correctness of every training row (ordinary data,
+training probes and held-out probes alike) is written to an on-disk (N, T) array, either by an
+eval-mode pass over the training set (``record="eval"``, the paper's protocol) or from the
+training forward pass itself (``record="online"``, nearly free). Every epoch ends with a
+checkpoint; a re-run resumes from it and produces the same trajectories, bit for bit on CPU.
+
+Methods (label correction, mixup, prioritised selection, ...) plug in through :class:`Method`:
+they can replace the loss, choose examples inside a batch and read the curves recorded so far
+(:meth:`Trainer.history`) while training runs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mapd.engine.augment import TensorSource
+from mapd.errors import ConfigError, DataError
+from mapd.io import atomic_path, load_json, save_json
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of one training run (the config's ``train`` section)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    record: str = "eval"
+    record_augment: bool = False
+    eval_batch_size: int = 1024
+    amp: bool = True
+    compile: bool = False
+
+    @classmethod
+    def from_config(cls, train: dict[str, Any]) -> TrainSettings:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in train.items() if k in known})
+
+    def lr_factor(self, epoch: float) -> float:
+        """Learning-rate multiplier at fractional epoch ``epoch`` (0 = start of training)."""
+        if self.schedule == "cosine":
+            f = 0.5 * (1.0 + math.cos(math.pi * min(epoch / self.epochs, 1.0)))
+        elif self.schedule == "step":
+            f = self.gamma ** sum(epoch >= m for m in self.milestones)
+        elif self.schedule == "constant":
+            f = 1.0
+        else:
+            raise ConfigError(f"unknown schedule {self.schedule!r}")
+        if self.warmup_epochs:
+            f *= min(1.0, (epoch + 1e-9) / self.warmup_epochs)
+        return f
+
+
+class Method:
+    """Hooks of a training method; the base class is plain ERM with cross-entropy.
+
+    Override :meth:`training_loss` to replace the loss (soft targets, mixup, ...),
+    :meth:`select` to train on a chosen part of each batch, and the epoch hooks to update state
+    from :meth:`Trainer.history`. Anything in :meth:`state_dict` is checkpointed.
+    """
+
+    name = "erm"
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def select(
+        self, trainer: Trainer, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Positions within the batch to train on (None = all)."""
+        return None
+
+    def training_loss(
+        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example loss (B,) to minimise and the logits (B, K) of the forward pass."""
+        logits = trainer.model(x)
+        return F.cross_entropy(logits.float(), y, reduction="none"), logits
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class _Interrupt(Exception):
+    """Raised by ``stop_after_epoch`` to simulate a killed run in tests."""
+
+
+@dataclass
+class TrainResult:
+    loss: np.ndarray  # (N, T) float32
+    correct: np.ndarray  # (N, T) bool
+    metrics: dict[str, Any]
+    model: torch.nn.Module | None = None
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains ``model`` on ``train`` and records (N, epochs) loss/correctness trajectories.
+
+    Args:
+        model: a classifier returning logits.
+        train: the training rows (a :class:`TensorSource`; row order = trajectory row order).
+        settings: hyper-parameters.
+        workdir: where the checkpoint and the in-progress trajectories live; resumed if present.
+        test: optional test set, evaluated after every epoch.
+        method: training-method hooks (default ERM).
+        seed: seeds shuffling and augmentation (model init is seeded by the caller).
+        signature: settings fingerprint; a workdir written with another one is discarded.
+        log: progress sink (one line per epoch).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train: TensorSource,
+        *,
+        settings: TrainSettings,
+        workdir: str | Path,
+        test: TensorSource | None = None,
+        method: Method | None = None,
+        seed: int = 0,
+        signature: str = "",
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.device = train.device
+        self.model = model.to(self.device)
+        if train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_src, self.test_src = train, test
+        self.s = settings
+        self.method = method or Method()
+        self.seed = seed
+        self.workdir = Path(workdir)
+        self.signature = signature
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.n = len(train)
+        self.epoch = 0  # epochs completed
+        self.metrics: list[dict[str, Any]] = []
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(seed)
+        if settings.record not in ("eval", "online", "none"):
+            raise ConfigError(f"record must be eval, online or none, got {settings.record!r}")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if settings.optimizer == "sgd":
+            self.opt = torch.optim.SGD(
+                params,
+                lr=settings.lr,
+                momentum=settings.momentum,
+                nesterov=settings.nesterov,
+                weight_decay=settings.weight_decay,
+            )
+        elif settings.optimizer == "adamw":
+            self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        else:
+            raise ConfigError(f"unknown optimizer {settings.optimizer!r}")
+        self.amp = settings.amp and self.device.type == "cuda"
+        self._forward_model = self.model
+        if settings.compile and self.device.type == "cuda":
+            self._forward_model = torch.compile(self.model)
+        self._open_workdir()
+
+    # --- trajectories ---------------------------------------------------------------------
+    def _open_workdir(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        sig_file = self.workdir / "signature.json"
+        shape = (self.n, self.s.epochs)
+        fresh = True
+        if sig_file.exists() and (self.workdir / "checkpoint.pt").exists():
+            sig = load_json(sig_file)
+            if sig.get("signature") == self.signature and tuple(sig.get("shape", ())) == shape:
+                fresh = False
+            else:
+                self.log(f"discarding partial run in {self.workdir}: its settings differ")
+        mode = "w+" if fresh else "r+"
+        self.loss_mm = np.lib.format.open_memmap(
+            self.workdir / "loss.npy", mode=mode, dtype=np.float32, shape=shape
+        )
+        self.correct_mm = np.lib.format.open_memmap(
+            self.workdir / "correct.npy", mode=mode, dtype=np.bool_, shape=shape
+        )
+        if fresh:
+            (self.workdir / "checkpoint.pt").unlink(missing_ok=True)
+            self.loss_mm[:] = np.nan
+            save_json(sig_file, {"signature": self.signature, "shape": list(shape)})
+        else:
+            self._load_checkpoint()
+
+    def history(self, *, upto: int | None = None, what: str = "loss") -> np.ndarray:
+        """Recorded trajectories of the completed epochs: (N, t) float32 loss or bool correct."""
+        t = self.epoch if upto is None else min(upto, self.epoch)
+        mm = self.loss_mm if what == "loss" else self.correct_mm
+        return np.asarray(mm[:, :t])
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        self.loss_mm.flush()
+        self.correct_mm.flush()
+        state = {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "gen": self.gen.get_state(),
+            "metrics": self.metrics,
+            "method": self.method.state_dict(),
+        }
+        with atomic_path(self.workdir / "checkpoint.pt") as tmp:
+            torch.save(state, tmp)
+
+    def _load_checkpoint(self) -> None:
+        try:
+            state = torch.load(
+                self.workdir / "checkpoint.pt", map_location=self.device, weights_only=False
+            )
+        except Exception as e:  # torch raises several types for a truncated file
+            raise DataError(
+                f"corrupt checkpoint {self.workdir / 'checkpoint.pt'}: {e}; delete {self.workdir}"
+            ) from e
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        self.epoch = int(state["epoch"])
+        self.metrics = list(state["metrics"])
+        self.method.load_state_dict(state["method"])
+        self.log(f"resuming from {self.workdir} after epoch {self.epoch}/{self.s.epochs}")
+
+    # --- passes ---------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    @torch.inference_mode()
+    def evaluate(
+        self, src: TensorSource, *, augment: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example loss (N,) and correctness (N,) of the model on ``src`` in eval mode."""
+        self.model.eval()
+        losses = torch.empty(len(src), device=self.device)
+        correct = torch.empty(len(src), dtype=torch.bool, device=self.device)
+        for idx in torch.arange(len(src), device=self.device).split(self.s.eval_batch_size):
+            x, y = src.batch(idx, augment=augment, generator=generator)
+            with self._autocast():
+                logits = self._forward_model(x)
+            losses[idx] = F.cross_entropy(logits.float(), y, reduction="none")
+            correct[idx] = logits.argmax(1) == y
+        return losses, correct
+
+    def _train_epoch(self, epoch: int) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
+        self.model.train()
+        online = self.s.record == "online"
+        ep_loss = torch.full((self.n,), float("nan"), device=self.device) if online else None
+        ep_correct = torch.zeros(self.n, dtype=torch.bool, device=self.device) if online else None
+        perm = torch.randperm(self.n, device=self.device, generator=self.gen)
+        batches = perm.split(self.s.batch_size)
+        total, count = torch.zeros((), device=self.device), 0
+        for i, idx in enumerate(batches):
+            for group in self.opt.param_groups:
+                group["lr"] = self.s.lr * self.s.lr_factor(epoch + i / len(batches))
+            x, y = self.train_src.batch(idx, augment=True, generator=self.gen)
+            chosen = self.method.select(self, idx, x, y)
+            if chosen is not None:
+                idx, x, y = idx[chosen], x[chosen], y[chosen]
+            with self._autocast():
+                loss_vec, logits = self.method.training_loss(self, x, y, idx)
+            loss = loss_vec.mean()
+            if not torch.isfinite(loss):
+                raise DataError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}, batch {i}; lower lr"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.detach() * len(idx)
+            count += len(idx)
+            if online:
+                with torch.no_grad():
+                    ep_loss[idx] = F.cross_entropy(logits.detach().float(), y, reduction="none")
+                    ep_correct[idx] = logits.detach().argmax(1) == y
+        return float(total) / max(count, 1), ep_loss, ep_correct
+
+    # --- main loop ------------------------------------------------------------------------
+    def fit(self, *, stop_after_epoch: int | None = None) -> TrainResult:
+        """Train to ``settings.epochs`` (resuming if a checkpoint exists) and return trajectories.
+
+        ``stop_after_epoch`` ends the run after that epoch's checkpoint, as a kill would
+        (for tests of resumption).
+        """
+        self.method.on_train_start(self)
+        while self.epoch < self.s.epochs:
+            e = self.epoch
+            self.method.on_epoch_start(self, e)
+            self._sync()
+            t0 = time.perf_counter()
+            train_loss, ep_loss, ep_correct = self._train_epoch(e)
+            self._sync()
+            t1 = time.perf_counter()
+            if self.s.record == "eval":
+                g = torch.Generator(device=self.device)
+                g.manual_seed(self.seed * 100_003 + e)  # own stream: resuming does not shift it
+                ep_loss, ep_correct = self.evaluate(
+                    self.train_src, augment=self.s.record_augment, generator=g
+                )
+            if ep_loss is not None:
+                if self.s.record == "online" and torch.isnan(ep_loss).any():
+                    # examples not trained on this epoch (selection) keep their last value
+                    prev = (
+                        torch.as_tensor(self.loss_mm[:, e - 1], device=self.device)
+                        if e
+                        else ep_loss
+                    )
+                    ep_loss = torch.where(torch.isnan(ep_loss), prev, ep_loss)
+                self.loss_mm[:, e] = ep_loss.float().cpu().numpy()
+                self.correct_mm[:, e] = ep_correct.cpu().numpy()
+            self._sync()
+            t2 = time.perf_counter()
+            test_acc = None
+            if self.test_src is not None:
+                test_acc = float(self.evaluate(self.test_src)[1].float().mean())
+            t3 = time.perf_counter()
+            self.epoch = e + 1
+            row = {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "test_acc": test_acc,
+                "lr": self.opt.param_groups[0]["lr"],
+                "train_s": t1 - t0,
+                "record_s": t2 - t1,
+                "test_s": t3 - t2,
+                "seconds": t3 - t0,
+            }
+            self.metrics.append(row)
+            self.method.on_epoch_end(self, e)
+            self._save_checkpoint()
+            acc = "" if test_acc is None else f" test_acc {test_acc:.4f}"
+            self.log(
+                f"epoch {self.epoch}/{self.s.epochs} loss {train_loss:.4f}{acc} "
+                f"(train {t1 - t0:.1f}s, record {t2 - t1:.1f}s)"
+            )
+            if (
+                stop_after_epoch is not None
+                and self.epoch >= stop_after_epoch
+                and self.epoch < self.s.epochs
+            ):
+                raise _Interrupt(f"stopped after epoch {self.epoch}")
+        loss, correct = np.array(self.loss_mm), np.array(self.correct_mm)
+        if self.s.record != "none" and not np.isfinite(loss).all():
+            raise DataError("recorded trajectories contain NaN or inf losses")
+        return TrainResult(loss=loss, correct=correct, metrics=self.summary(), model=self.model)
+
+    def summary(self) -> dict[str, Any]:
+        train_s = sum(m["train_s"] for m in self.metrics)
+        return {
+            "epochs": self.metrics,
+            "final_test_acc": self.metrics[-1]["test_acc"] if self.metrics else None,
+            "best_test_acc": max(
+                (m["test_acc"] for m in self.metrics if m["test_acc"] is not None), default=None
+            ),
+            "recording": self.s.record,
+            "n": self.n,
+            "train_images_per_s": self.n * len(self.metrics) / train_s if train_s else None,
+            "record_s_total": sum(m["record_s"] for m in self.metrics),
+            "train_s_total": train_s,
+            "device": str(self.device),
+        }

@@ -1,0 +1,13 @@
+"""One exception type for every user-facing problem; the CLI turns it into one line and exit 2."""
+
+
+class MapdError(Exception):
+    """Bad input, bad config or a missing/corrupt file. The message names the problem."""
+
+
+class DataError(MapdError):
+    """A data set on disk is missing, corrupt or not in the expected format."""
+
+
+class ConfigError(MapdError):
+    """A configuration value is missing, unknown or out of range."""
