@@ -43,8 +43,9 @@ def assign_metadata(
     Returns:
         ``table``'s identifying columns plus ``p_<category>`` per category and ``assigned``.
     """
-    _check(loss, table)
-    traj = loss[:, :epochs] if epochs else loss
+    # online use: epochs after ``epochs`` may not be recorded yet (NaN), so check the used part
+    traj = loss[:, :epochs] if epochs and loss.ndim == 2 else loss
+    _check(traj, table)
     ref_rows, codes = fit_rows(table, categories, "probe_train")
     proba = knn_proba(traj, traj[ref_rows], codes, k=k, num_classes=len(categories))
     out = table[["row", "orig_index", "label", "orig_label", "role", "category"]].copy()

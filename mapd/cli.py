@@ -6,12 +6,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mapd.errors import MapdError
+from mapd.errors import ConfigError, MapdError
 
 
 def _config(args: argparse.Namespace) -> dict:
     from mapd.config import load_config
 
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     if getattr(args, "device", None):
         cfg["device"] = args.device
@@ -56,6 +60,59 @@ def cmd_assign(args: argparse.Namespace) -> None:
     steps.assign(_config(args), args.dataset, args.probes, args.run, args.out)
 
 
+def cmd_figures(args: argparse.Namespace) -> None:
+    from mapd import steps
+
+    steps.figures(args.probes, args.runs, args.assign, args.out)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mapd import steps
+
+    steps.report(_config(args), args.config, args.out, args.benchmarks or [])
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mapd.api import imagefolder_config, run_audit, write_config
+    from mapd.config import load_config
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if (args.config is None) == (args.imagefolder is None):
+        raise ConfigError("give either --config or --imagefolder")
+    if args.config:
+        cfg, cfg_path = load_config(args.config), Path(args.config)
+        if args.out:
+            cfg["results"] = args.out
+    else:
+        out = Path(args.out or "results/imagefolder")
+        overrides = {"train": {"epochs": args.epochs}} if args.epochs else None
+        cfg = imagefolder_config(args.imagefolder, out, seeds=args.seeds, overrides=overrides)
+        cfg_path = out / "config.yaml"
+        write_config(cfg, cfg_path)
+    if args.device:
+        cfg["device"] = args.device
+    report = run_audit(cfg, cfg_path)
+    print(f"Report: {report.resolve()}")
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from mapd.fetch import fetch
+
+    for line in fetch(args.target, args.root):
+        print(line)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from mapd.benchmarks import run_all
+
+    run_all(out_dir=args.out, quick=args.quick, cifar10_root=args.cifar10_root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mapd", description="Metadata Archaeology via Probe Dynamics (MAP-D)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         if config:
             sp.add_argument("--config", required=True, help="YAML config (validated against the schema)")
             sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
+            sp.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
         return sp
 
     add("datasets", cmd_datasets, "list the registered data sets", config=False)
@@ -95,6 +153,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--probes", required=True)
     sp.add_argument("--run", required=True)
     sp.add_argument("--out", required=True, help="output directory (metadata.parquet/.csv, heldout.json)")
+
+    sp = add("figures", cmd_figures, "Figs. 3 and 4 of one data set across seeds (PNG, SVG, CSV)", config=False)
+    sp.add_argument("--probes", nargs="+", required=True, help="probe-suite directory per seed")
+    sp.add_argument("--runs", nargs="+", required=True, help="run directory per seed")
+    sp.add_argument("--assign", nargs="+", required=True, help="assign directory per seed")
+    sp.add_argument("--out", required=True, help="output directory")
+
+    sp = add("report", cmd_report, "the self-contained HTML report of every data set in the config")
+    sp.add_argument("--out", required=True, help="output HTML file")
+    sp.add_argument("--benchmarks", nargs="*", help="Snakemake benchmark TSV files (run time per step)")
+
+    sp = add("audit", cmd_audit, "the whole audit in one process: a config, or just an image folder", config=False)
+    sp.add_argument("--config", help="YAML config (all data sets and seeds in it)")
+    sp.add_argument("--imagefolder", help="ROOT/<class>/<image> tree (or ROOT/<split>/<class>/...) or a CSV manifest")
+    sp.add_argument("--out", help="results folder (default: the config's, or results/imagefolder)")
+    sp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (with --imagefolder)")
+    sp.add_argument("--epochs", type=int, help="training epochs (with --imagefolder)")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--threads", type=int)
+
+    sp = add("fetch", cmd_fetch, "download a data set or a published C-score file (hosts with internet)", config=False)
+    sp.add_argument("target", help="data-set name, or cscores:cifar10 / cscores:cifar100")
+    sp.add_argument("--root", required=True, help="directory to put it in")
+
+    sp = add("bench", cmd_bench, "speed benchmarks of the engine and the k-NN -> OUT/*.json", config=False)
+    sp.add_argument("--out", default="results/bench", help="output directory (default results/bench)")
+    sp.add_argument("--quick", action="store_true", help="small sizes (smoke test), not the acceptance sizes")
+    sp.add_argument("--cifar10-root", help="time on the real CIFAR-10 (cifar-10-batches-py under this root)")
     return p
 
 

@@ -12,6 +12,7 @@ Three sources, recorded in the probe suite's metadata:
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,15 @@ def load_cscores_file(path: str | Path, dataset: ImageDataset) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"C-score file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise DataError(f"C-score file {path} is not an .npz archive (labels, scores)")
+        with loaded as f:
             if "scores" not in f or "labels" not in f:
                 raise DataError(f"C-score file {path} must have keys 'labels' and 'scores', has {sorted(f.files)}")
             scores, labels = f["scores"].astype(np.float64), f["labels"].astype(np.int64)
             index = f["index"].astype(np.int64) if "index" in f else np.arange(len(scores))
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"corrupt C-score file {path}: {e}") from e
     if not (len(scores) == len(labels) == len(index)):
         raise DataError(f"C-score file {path}: 'scores', 'labels' (and 'index') differ in length")
@@ -135,8 +139,10 @@ def holdout_scores(
             hits[held] += correct
             seen[held] += 1
         per_ratio[ri] = np.where(seen > 0, hits / np.maximum(seen, 1), np.nan)
-    with np.errstate(invalid="ignore"):
-        scores = np.nanmean(per_ratio, axis=0)
+    # mean over the ratios that held the example out (np.nanmean warns on all-NaN columns)
+    held_out = ~np.isnan(per_ratio)
+    scores = np.where(held_out, per_ratio, 0.0).sum(0) / np.maximum(held_out.sum(0), 1)
+    scores[~held_out.any(0)] = np.nan
     never = np.isnan(scores)
     scores[never] = np.nanmean(scores) if (~never).any() else 0.5
     return scores

@@ -1,29 +1,591 @@
-"""k-NN metadata assignment (paper Eqs. 6 and 7), batched in torch so it scales to ImageNet.
+"""Exact k-NN metadata assignment (paper Eqs. 6 and 7), fast on CPU and CUDA.
 
-Output equals scikit-learn's ``KNeighborsClassifier(k).fit(refs, labels).predict_proba(queries)``
-(Euclidean, uniform weights): candidates are found with one float32 GEMM per batch, then the
-``k + margin`` best candidates are re-ranked with exact float64 distances, so float32 rounding
-cannot change which neighbours are chosen.
+``knn_proba`` returns exactly what scikit-learn's
+``KNeighborsClassifier(k).fit(refs, labels).predict_proba(queries)`` returns (Euclidean distance,
+uniform weights) without computing and ranking all N x M distances. Every step is a torch op, so
+the same code runs on CPU and CUDA.
+
+Method, per batch of queries:
+
+1. **Groups and a lower bound.** The references (probe trajectories) are split, per class, into
+   groups of at most ``_LEAF`` rows by recursive median splits along principal axes. Trajectories
+   are projected onto the top ``d`` principal axes of the references: with ``z = P x`` and the
+   residual norm ``rho = ||x - P^T z||``,
+   ``||q - r||^2 >= ||z_q - z_r||^2 + (rho_q - rho_r)^2`` (Pythagoras and the reverse triangle
+   inequality). Its minimum over a group, minus a rounding allowance, is a lower bound ``L_g`` of
+   the distance from the query to every member of group ``g``.
+2. **An upper bound of the k-th distance.** The query's home group is the one with the smallest
+   ``L_g``; every group stores the k references nearest its centre (its seeds). The largest
+   distance to the home seeds plus a rounding allowance is ``U >= d_k``. A group with
+   ``L_g > U`` holds no neighbour.
+3. **Class shortcut** (``knn_proba``). If all groups that may hold a neighbour belong to one
+   class, all k neighbours are of that class.
+4. **Ranking.** The other queries are processed per home group (centred on its centre, which
+   shrinks rounding errors) against the union of their candidate groups with one float32 GEMM.
+   Selection is two-level: the minima of 4-column tuples, the ``k + margin`` best tuples, then
+   the k best of their elements. The k-th best tuple minimum is another upper bound of the k-th
+   distance, which gives a second class shortcut.
+5. **Certification.** Each float32 distance has a rigorous error bound ``e`` (the standard
+   ``T * u`` dot-product bound, ``u = 2^-24``). With ``v_k`` the k-th float32 distance, every
+   element below ``v_k - 2e`` is a true neighbour and none above ``v_k + 2e`` is, so the result is
+   exact when the elements in between cannot change it (one class for ``knn_proba``; all of them
+   selected for ``knn_neighbors``). Other queries (typically well under 1%) are recomputed in
+   float64 and, if still ambiguous there, with the direct formula ``sum((q - r)^2)`` in float64.
+
+**Ties.** scikit-learn keeps a max-heap of size k per query, pushes references in index order and
+replaces the root only for a strictly smaller distance. When references are exactly tied across
+the k-th position (e.g. duplicated probe trajectories of different categories), that heap is
+replayed on the query's float64 distances, so the same tied references are kept. Distances that
+differ only by scikit-learn's own float64 rounding (~1e-16 of the squared norms) are ranked by
+their exact values, where scikit-learn may follow its rounding noise; for continuous data this
+does not happen in practice. ``knn_neighbors`` orders each row nearest first, equal distances by
+reference index.
+
+On CPU the batches run on ``torch.get_num_threads()`` Python threads with one intra-op thread each
+(many small ops scale badly with OpenMP on a busy machine); the thread setting is restored after.
 """
 
 from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mapd.errors import DataError
 
+_U32 = 2.0**-24  # unit roundoff, float32
+_U64 = 2.0**-53  # unit roundoff, float64
+_PCA_DIMS = 12  # dimensions of the lower-bound projection
+_LEAF = 32  # most references per group
+_TUPLE = 4  # columns per tuple in the two-level selection
+_PREP_ROWS = 8192  # rows per float64 preparation step (keeps temporaries small)
+_LB_ROWS = 1024  # rows per lower-bound GEMM (keeps its output in cache)
+_CHECK_ROWS = 65536  # rows per finiteness check (bounds the temporary)
+_BIG = 1e30  # squared norm of padding columns: never a neighbour, finite in GEMMs
+
 
 def _check_finite(name: str, a: np.ndarray) -> None:
-    if not np.isfinite(a).all():
-        bad = (
-            int((~np.isfinite(a)).any(axis=1).sum())
-            if a.ndim == 2
-            else int((~np.isfinite(a)).sum())
-        )
+    bad = 0
+    for start in range(0, len(a), _CHECK_ROWS):
+        part = a[start : start + _CHECK_ROWS]
+        if not np.isfinite(part).all():
+            bad += int((~np.isfinite(part)).reshape(len(part), -1).any(axis=1).sum())
+    if bad:
         raise DataError(
-            f"{name} contains NaN or inf values in {bad} row(s); check the training run's losses"
+            f"{name} contain NaN or inf values in {bad} row(s); check the training run's losses"
         )
+
+
+def _validate(queries: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The single place where inputs are checked; raises DataError naming the problem."""
+    queries = np.asarray(queries)
+    refs = np.asarray(refs)
+    if queries.ndim != 2 or refs.ndim != 2 or queries.shape[1] != refs.shape[1]:
+        raise DataError(
+            f"trajectory shapes do not match: queries {queries.shape}, refs {refs.shape} "
+            "(expected (N, T) and (M, T) with the same T)"
+        )
+    if queries.shape[1] == 0:
+        raise DataError("trajectories have no epochs (T = 0)")
+    for name, a in (("query trajectories", queries), ("probe trajectories", refs)):
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise DataError(f"{name} must be numeric, got dtype {a.dtype}")
+    if k < 1:
+        raise DataError(f"k must be >= 1, got {k}")
+    if len(refs) < k:
+        raise DataError(f"k={k} neighbours requested but only {len(refs)} reference trajectories")
+    _check_finite("query trajectories", queries)
+    _check_finite("probe trajectories", refs)
+    return queries, refs
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _split_groups(z: np.ndarray, classes: np.ndarray, leaf: int) -> list[np.ndarray]:
+    """Recursive median splits along the principal axis, per class, until <= ``leaf`` rows."""
+    groups: list[np.ndarray] = []
+    for c in np.unique(classes):
+        stack = [np.flatnonzero(classes == c)]
+        while stack:
+            idx = stack.pop()
+            if len(idx) <= leaf:
+                groups.append(idx)
+                continue
+            x = z[idx] - z[idx].mean(axis=0)
+            axis = np.linalg.eigh(x.T @ x)[1][:, -1]
+            order = np.argsort(x @ axis, kind="stable")
+            half = len(idx) // 2
+            stack += [idx[order[:half]], idx[order[half:]]]
+    return groups
+
+
+@dataclass
+class _RefIndex:
+    """References prepared for searching; all tensors live on ``device``.
+
+    "Columns" are the references in group order, each group padded to ``s`` columns; ``G`` is the
+    number of groups, ``d`` the projection dimension, ``C`` the number of classes.
+    """
+
+    k: int
+    num_classes: int
+    device: torch.device
+    s: int  # padded group width, a multiple of _TUPLE
+    c_lb: float  # rounding allowance of the lower bound, relative to ||q||^2 + ||r||^2
+    c_e: float  # error bound of a float32 distance, relative to ||q||^2 + ||r||^2
+    mu64: torch.Tensor  # (T,) float64 centre (mean reference)
+    r64: torch.Tensor  # (M, T) float64 references minus mu64, original order
+    nr64: torch.Tensor  # (M,) float64 squared norms of r64
+    labels: torch.Tensor  # (M,) int64
+    proj64: torch.Tensor  # (d, T) float64 orthonormal rows
+    lb_rhs: torch.Tensor  # (d+2, G*s) float32 rows -2 z_r, -2 rho_r, ||r||^2 (pads 0, 0, _BIG)
+    lb_slack_g: torch.Tensor  # (G,) float32 rounding allowance from the reference side
+    seed_rhs: torch.Tensor  # (G, T+2, k) float32 rows -2 r, ||r||^2, 1 of each group's seeds
+    seed_nrmax: torch.Tensor  # (G,) float32 largest squared norm among the seeds
+    centres64: torch.Tensor  # (G, T) float64 group centres in input coordinates
+    cols64: torch.Tensor  # (G*s, T) float64 references in input coordinates (pads 0)
+    pad: torch.Tensor  # (G*s,) bool padding columns
+    col_ref: torch.Tensor  # (G*s,) int64 reference index (pads 0)
+    col_lab: torch.Tensor  # (G*s,) int64 class (pads 0; pads are never selected)
+    group_onehot: torch.Tensor  # (G, C) float32 class of each group
+
+    @property
+    def g(self) -> int:
+        return len(self.group_onehot)
+
+
+def _build_index(
+    refs: np.ndarray, labels: np.ndarray, num_classes: int, k: int, device: torch.device
+) -> _RefIndex:
+    m, t = refs.shape
+    r_in = torch.as_tensor(refs, device=device).to(torch.float64)
+    mu64 = r_in.mean(0)
+    r64 = r_in - mu64
+    nr64 = (r64 * r64).sum(1)
+    d = min(_PCA_DIMS, t, m)
+    proj64 = torch.linalg.eigh(r64.T @ r64)[1][:, t - d :].T.contiguous()
+    z64 = r64 @ proj64.T
+    rho64 = (nr64 - (z64 * z64).sum(1)).clamp_min(0).sqrt()
+
+    lab_np = np.asarray(labels, dtype=np.int64)
+    groups = _split_groups(z64.cpu().numpy(), lab_np, _LEAF)
+    s = -(-max(len(g) for g in groups) // _TUPLE) * _TUPLE
+    n_g = len(groups)
+    col_ref_np = np.zeros(n_g * s, dtype=np.int64)
+    pad_np = np.ones(n_g * s, dtype=bool)
+    for j, g in enumerate(groups):
+        col_ref_np[j * s : j * s + len(g)] = g
+        pad_np[j * s : j * s + len(g)] = False
+    col_ref = torch.as_tensor(col_ref_np, device=device)
+    pad = torch.as_tensor(pad_np, device=device)
+    real = (~pad).to(torch.float64)[:, None]
+    lab = torch.as_tensor(lab_np, device=device)
+
+    nr_cols = torch.where(pad, 0.0, nr64[col_ref])
+    lb_rhs = torch.cat(
+        [-2.0 * z64[col_ref] * real, -2.0 * rho64[col_ref, None] * real, nr_cols[:, None]], 1
+    )
+    lb_rhs[pad, -1] = _BIG
+    # Rounding allowances, both doubled for safety. Lower bound: inputs rounded to float32 (4u),
+    # float64 projection (negligible), float32 GEMM with d + 2 terms plus one addition.
+    # Float32 distance ||q||^2 + ||r||^2 - 2 q.r in one GEMM of T + 2 terms: (T + 2) u times
+    # 2 ||q|| ||r|| + ||q||^2 + ||r||^2 <= 2 (||q||^2 + ||r||^2), squared norms T u each,
+    # input rounding 4u.
+    c_lb = 2.0 * (d + 8) * _U32
+    c_e = 2.0 * (4 * t + 16) * _U32
+
+    centres = torch.zeros(n_g, t, dtype=torch.float64, device=device)
+    grp_of_col = torch.arange(n_g, device=device).repeat_interleave(s)
+    centres.index_add_(0, grp_of_col[~pad], r64[col_ref[~pad]])
+    sizes = torch.as_tensor([len(g) for g in groups], device=device, dtype=torch.float64)
+    centres /= sizes[:, None]
+    dc = (centres * centres).sum(1)[:, None] + nr64[None] - 2 * centres @ r64.T  # (G, M)
+    seed_idx = torch.topk(dc, k, dim=1, largest=False).indices  # (G, k)
+    seeds = r64[seed_idx]  # (G, k, T)
+    seed_rhs = torch.cat(
+        [-2.0 * seeds, nr64[seed_idx][..., None], torch.ones_like(seeds[..., :1])], 2
+    )
+    group_lab = lab[col_ref.view(n_g, s)[:, 0]]
+    return _RefIndex(
+        k=k,
+        num_classes=num_classes,
+        device=device,
+        s=s,
+        c_lb=c_lb,
+        c_e=c_e,
+        mu64=mu64,
+        r64=r64,
+        nr64=nr64,
+        labels=lab,
+        proj64=proj64,
+        lb_rhs=lb_rhs.T.contiguous().to(torch.float32),
+        lb_slack_g=(c_lb * nr_cols.view(n_g, s).amax(1)).to(torch.float32),
+        seed_rhs=seed_rhs.transpose(1, 2).contiguous().to(torch.float32),
+        seed_nrmax=nr64[seed_idx].amax(1).to(torch.float32),
+        centres64=centres + mu64,
+        cols64=(r_in[col_ref] * real).contiguous(),
+        pad=pad,
+        col_ref=col_ref,
+        col_lab=lab[col_ref],
+        group_onehot=torch.nn.functional.one_hot(group_lab, num_classes).to(torch.float32),
+    )
+
+
+class _Clock:
+    """Adds the time since the previous call to ``timings[stage]`` (no-op without a dict)."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
+        self.timings = timings
+        self.cuda = device.type == "cuda"
+        self.last = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, stage: str, count: int | None = None) -> None:
+        if self.timings is None:
+            return
+        if count is not None:
+            with self.lock:
+                self.timings[stage] = self.timings.get(stage, 0) + count
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        with self.lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
+def _heap_select(values: np.ndarray, k: int) -> np.ndarray:
+    """Replay scikit-learn's per-query max-heap (``sklearn.utils._heap.heap_push``).
+
+    ``values`` (M,) are pushed in index order; the root is replaced only by a strictly smaller
+    value. Returns the k kept reference indices (in heap order).
+    """
+    vals = [math.inf] * k
+    idx = [-1] * k
+    for j, v in enumerate(values.tolist()):
+        if v >= vals[0]:
+            continue
+        cur = 0
+        while True:
+            left = 2 * cur + 1
+            right = left + 1
+            if left >= k:
+                break
+            if right >= k:
+                if vals[left] > v:
+                    swap = left
+                else:
+                    break
+            elif vals[left] >= vals[right]:
+                if v < vals[left]:
+                    swap = left
+                else:
+                    break
+            elif v < vals[right]:
+                swap = right
+            else:
+                break
+            vals[cur] = vals[swap]
+            idx[cur] = idx[swap]
+            cur = swap
+        vals[cur] = v
+        idx[cur] = j
+    return np.asarray(idx, dtype=np.int64)
+
+
+def _sort_nearest_first(idx: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Reorder rows of ``idx`` (n, k) by ``dist`` (n, k), equal distances by index."""
+    by_index = torch.argsort(idx, dim=1)
+    idx, dist = idx.gather(1, by_index), dist.gather(1, by_index)
+    return idx.gather(1, torch.sort(dist, dim=1, stable=True).indices)
+
+
+def _exact_rows(ix: _RefIndex, x_in: torch.Tensor) -> torch.Tensor:
+    """Exact neighbours of a few queries ``x_in`` (n, T) in input coordinates: (n, k) int64.
+
+    Float64 expanded distances settle every reference farther than their error bound from the
+    k-th distance; otherwise the row is recomputed with the direct formula, and an exact tie
+    across the k-th position is resolved by replaying scikit-learn's heap.
+    """
+    k = ix.k
+    m, t = ix.r64.shape
+    x64 = x_in.to(torch.float64) - ix.mu64
+    nq = (x64 * x64).sum(1)
+    d64 = nq[:, None] + ix.nr64[None] - 2.0 * (x64 @ ix.r64.T)  # (n, M)
+    e = 2.0 * (2 * t + 16) * _U64 * (nq + ix.nr64.max())
+    vals, idx = torch.topk(d64, min(m, k + 16), dim=1, largest=False, sorted=True)
+    vk = vals[:, k - 1]
+    below = (d64 < (vk - 2 * e)[:, None]).sum(1)
+    zone = ((d64 - vk[:, None]).abs() <= 2 * e[:, None]).sum(1)
+    out = _sort_nearest_first(idx[:, :k], vals[:, :k])
+    step = max(1, (1 << 20) // t)
+    for i in torch.nonzero(zone > k - below).flatten().tolist():
+        row = torch.empty(m, dtype=torch.float64, device=ix.device)
+        for a in range(0, m, step):
+            row[a : a + step] = ((ix.r64[a : a + step] - x64[i]) ** 2).sum(1)
+        rv, ro = torch.sort(row, stable=True)
+        if k < m and rv[k - 1] == rv[k]:
+            kept = torch.as_tensor(_heap_select(row.cpu().numpy(), k), device=ix.device)
+        else:
+            kept = ro[:k]
+        out[i] = _sort_nearest_first(kept[None], row[kept][None])[0]
+    return out
+
+
+def _prepare(
+    ix: _RefIndex, x_in: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centred augmented queries, their squared norms and group lower bounds.
+
+    Returns ``xa`` (b, T+2) float32 rows ``[x - mu, 1, ||x - mu||^2]``, ``nq`` (b,) float32 and
+    ``lbg`` (b, G) float32 lower bounds of the squared distance to each group.
+    """
+    b, t = x_in.shape
+    dev = ix.device
+    xa = torch.empty(b, t + 2, device=dev)
+    nq = torch.empty(b, device=dev)
+    lbg = torch.empty(b, ix.g, device=dev)
+    d = len(ix.proj64)
+    for a in range(0, b, _PREP_ROWS):
+        x64 = x_in[a : a + _PREP_ROWS].to(torch.float64) - ix.mu64
+        n = len(x64)
+        nq64 = torch.linalg.vector_norm(x64, dim=1).square_()
+        z = x64 @ ix.proj64.T
+        aq = torch.empty(n, d + 2, device=dev)
+        aq[:, :d] = z
+        aq[:, d] = (nq64 - torch.linalg.vector_norm(z, dim=1).square_()).clamp_min_(0).sqrt_()
+        aq[:, d + 1] = 1.0
+        xa[a : a + n, :t] = x64
+        xa[a : a + n, t] = 1.0
+        xa[a : a + n, t + 1] = nq64
+        nq[a : a + n] = nq64
+        for c in range(0, n, _LB_ROWS):
+            part = aq[c : c + _LB_ROWS] @ ix.lb_rhs
+            torch.amin(part.view(len(part), ix.g, ix.s), dim=2, out=lbg[a + c : a + c + len(part)])
+    lbg += (nq * (1.0 - ix.c_lb))[:, None]
+    lbg -= ix.lb_slack_g
+    return xa, nq, lbg
+
+
+def _count(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-row class counts (n, C) float64 of ``labels`` (n, k)."""
+    cnt = torch.zeros(len(labels), num_classes, dtype=torch.float64, device=labels.device)
+    return cnt.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64))
+
+
+def _rank_home_group(
+    ix: _RefIndex,
+    h: int,
+    x_rows: torch.Tensor,
+    cols: torch.Tensor,
+    extra: int,
+    counts_mode: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank queries ``x_rows`` (n, T, input coordinates) of home group ``h`` against ``cols``.
+
+    Returns ``(result, ok)``: class counts (n, C) float64 or neighbour indices (n, k) int64, and
+    (n,) bool, False where the float32 result is not certified (those rows go to _exact_rows).
+    """
+    k, c, dev = ix.k, ix.num_classes, ix.device
+    n, t = x_rows.shape
+    w = len(cols)
+    centre = ix.centres64[h]
+    xh = torch.empty(n, t + 2, device=dev)
+    x64 = x_rows.to(torch.float64) - centre
+    xh[:, :t] = x64
+    xh[:, t] = 1.0
+    nqh64 = torch.linalg.vector_norm(x64, dim=1).square_()
+    xh[:, t + 1] = nqh64
+    nqh = nqh64.to(torch.float32)
+    r64 = ix.cols64[cols] - centre
+    nrh64 = torch.linalg.vector_norm(r64, dim=1).square_()
+    pad = ix.pad[cols]
+    rhs = torch.empty(t + 2, w, device=dev)
+    rhs[:t] = (-2.0 * r64).T
+    rhs[t] = torch.where(pad, _BIG, nrh64)
+    rhs[t + 1] = 1.0
+    dist = xh @ rhs  # (n, W) squared distances
+    nrh = torch.where(pad, 0.0, nrh64).to(torch.float32)
+    e_u = ix.c_e * (nqh + nrh.amax())  # error bound of any distance in the block
+
+    # two-level selection: tuple minima -> best tuples -> their elements
+    ntup = w // _TUPLE
+    kk = k + extra
+    labc = ix.col_lab[cols]
+    if ntup <= kk:  # too few columns for tuples to pay off: rank them all
+        cand = torch.arange(w, device=dev).expand(n, w)
+        thr = torch.full((n,), torch.inf, device=dev)
+        return _finish(ix, dist, cand, thr, nqh, nrh, e_u, labc, cols, counts_mode)
+    tmin = dist.view(n, ntup, _TUPLE).amin(2)
+    tv, ti = torch.topk(tmin, kk, dim=1, largest=False, sorted=True)
+    thr = tv[:, -1]  # every tuple not selected has a minimum >= thr
+    if counts_mode:
+        res = torch.zeros(n, c, dtype=torch.float64, device=dev)
+        # second class shortcut: the k-th tuple minimum bounds d_k from above
+        u2 = tv[:, k - 1] + 2 * e_u
+        tlab = labc[ti * _TUPLE]
+        inside = tv <= u2[:, None]
+        one = torch.where(inside, tlab, c).amin(1) == torch.where(inside, tlab, -1).amax(1)
+        one &= thr > u2
+        res[one] = _count(tlab[one, :1].expand(-1, k), c)
+        todo = torch.nonzero(~one).flatten()
+        ok = torch.ones(n, dtype=torch.bool, device=dev)
+        if len(todo) == 0:
+            return res, ok
+        dist, ti, thr, nqh, e_u = dist[todo], ti[todo], thr[todo], nqh[todo], e_u[todo]
+    else:
+        todo = None
+    offs = torch.arange(_TUPLE, device=dev)
+    cand = (ti[:, :, None] * _TUPLE + offs).flatten(1)  # (n', kk * _TUPLE)
+    part, good = _finish(ix, dist, cand, thr, nqh, nrh, e_u, labc, cols, counts_mode)
+    if not counts_mode:
+        return part, good
+    res[todo] = part
+    ok[todo] = good
+    return res, ok
+
+
+def _finish(
+    ix: _RefIndex,
+    dist: torch.Tensor,
+    cand: torch.Tensor,
+    thr: torch.Tensor,
+    nqh: torch.Tensor,
+    nrh: torch.Tensor,
+    e_u: torch.Tensor,
+    labc: torch.Tensor,
+    cols: torch.Tensor,
+    counts_mode: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of the candidate columns ``cand`` (n, c) of ``dist`` (n, W), certified.
+
+    Every column outside ``cand`` holds a value ``>= thr`` (n,). Returns class counts (n, C)
+    float64 or reference indices (n, k) int64, and (n,) bool certification flags.
+    """
+    k, c = ix.k, ix.num_classes
+    cv = dist.gather(1, cand)
+    v, p = torch.topk(cv, k, dim=1, largest=False, sorted=True)
+    vk = v[:, -1]
+    e_c = ix.c_e * (nqh + nrh[cand].amax(1))  # error bound of the candidates
+    good = thr > vk + e_c + e_u  # every non-candidate is farther than any selected one
+    zone = (cv - vk[:, None]).abs() <= 2 * e_c[:, None]
+    sel = cand.gather(1, p)
+    if counts_mode:
+        zl = labc[cand]
+        good &= torch.where(zone, zl, c).amin(1) == torch.where(zone, zl, -1).amax(1)
+        return _count(labc[sel], c), good
+    good &= zone.sum(1) == (v >= (vk - 2 * e_c)[:, None]).sum(1)
+    good &= (v[:, 1:] - v[:, :-1] > 2 * e_c[:, None]).all(1)  # the order is certain too
+    return ix.col_ref[cols][sel], good
+
+
+def _search_batch(
+    ix: _RefIndex, x_in: torch.Tensor, extra: int, counts_mode: bool, clock: _Clock
+) -> torch.Tensor:
+    """Class counts (b, C) float64 or neighbour indices (b, k) int64 for one batch."""
+    k, c, dev = ix.k, ix.num_classes, ix.device
+    n_g, s = ix.g, ix.s
+    b = len(x_in)
+    xa, nq, lbg = _prepare(ix, x_in)
+    clock("bound")
+    home = lbg.argmin(1)
+    order = torch.argsort(home, stable=True)
+    bounds = [0, *torch.bincount(home, minlength=n_g).cumsum(0).tolist()]
+    xs, nqs, lbs, homes = xa[order], nq[order], lbg[order], home[order]
+    umax = torch.empty(b, device=dev)
+    for h in range(n_g):
+        lo, hi = bounds[h], bounds[h + 1]
+        if hi > lo:
+            torch.amax(xs[lo:hi] @ ix.seed_rhs[h], dim=1, out=umax[lo:hi])
+    u = umax + ix.c_e * (nqs + ix.seed_nrmax[homes])
+    need = lbs <= u[:, None]  # (b, G): groups that may hold a neighbour
+    clock("seeds")
+    if counts_mode:
+        present = (need.to(torch.float32) @ ix.group_onehot) > 0
+        mixed = present.sum(1) > 1
+        res = present.to(torch.float64) * ((~mixed)[:, None] * float(k))
+    else:
+        mixed = torch.ones(b, dtype=torch.bool, device=dev)
+        res = torch.zeros(b, k, dtype=torch.int64, device=dev)
+    mpos_all = torch.nonzero(mixed).flatten()
+    mb = [0, *torch.bincount(homes[mpos_all], minlength=n_g).cumsum(0).tolist()]
+    clock("shortcut")
+    cols_base = torch.arange(s, device=dev)
+    redo: list[torch.Tensor] = []
+    for h in range(n_g):
+        if mb[h + 1] == mb[h]:
+            continue
+        mpos = mpos_all[mb[h] : mb[h + 1]]
+        gids = torch.nonzero(need[mpos].any(0)).flatten()
+        cols = (gids[:, None] * s + cols_base).flatten()
+        part, ok = _rank_home_group(ix, h, x_in[order[mpos]], cols, extra, counts_mode)
+        res[mpos] = part
+        redo.append(mpos[~ok])
+    clock("rank")
+    clock("mixed_rows", len(mpos_all))
+    bad = torch.cat(redo) if redo else mpos_all[:0]
+    if len(bad):
+        nn = _exact_rows(ix, x_in[order[bad]])
+        res[bad] = _count(ix.labels[nn], c) if counts_mode else nn
+    clock("exact")
+    clock("exact_rows", len(bad))
+    out = torch.empty_like(res)
+    out[order] = res
+    return out
+
+
+def _search(
+    queries: np.ndarray,
+    ix: _RefIndex,
+    *,
+    batch_size: int,
+    extra: int,
+    counts_mode: bool,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Class counts (N, C) float64 (``counts_mode``) or neighbour indices (N, k) int64."""
+    n = len(queries)
+    width = ix.num_classes if counts_mode else ix.k
+    out = np.zeros((n, width), dtype=np.float64 if counts_mode else np.int64)
+    if n == 0:
+        return out
+    cpu = ix.device.type == "cpu"
+    workers = max(1, torch.get_num_threads()) if cpu else 1
+    size = max(1, min(batch_size, -(-n // workers)))
+    starts = list(range(0, n, size))
+
+    def run(start: int) -> None:
+        clock = _Clock(timings, ix.device)
+        x_in = torch.as_tensor(queries[start : start + size], device=ix.device)
+        res = _search_batch(ix, x_in, extra, counts_mode, clock)
+        out[start : start + len(res)] = res.cpu().numpy()
+        clock("store")
+
+    if workers == 1 or len(starts) == 1:
+        for start in starts:
+            run(start)
+        return out
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, starts))
+    finally:
+        torch.set_num_threads(previous)
+    return out
+
+
+_TIMINGS: dict[str, float] | None = None  # set to a dict to collect per-stage timings
 
 
 def knn_neighbors(
@@ -31,57 +593,32 @@ def knn_neighbors(
     refs: np.ndarray,
     *,
     k: int = 20,
-    batch_size: int = 8192,
+    batch_size: int = 65536,
     margin: int | None = None,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Indices of the ``k`` nearest rows of ``refs`` for every row of ``queries``.
 
+    The neighbour sets equal scikit-learn's (see the module docstring for exact ties).
+
     Args:
         queries: (N, T) float trajectories.
         refs: (M, T) float reference (probe) trajectories, M >= k.
         k: neighbours per query.
-        batch_size: queries per GEMM; bounds memory at about ``batch_size * M`` floats.
-        margin: extra float32 candidates re-ranked in float64 (default ``k``).
+        batch_size: most queries per batch; memory is about ``batch_size * (T + G) * 12`` bytes
+            per worker thread.
+        margin: extra candidate tuples kept by the selection (default 4); affects speed only.
         device: torch device; default CUDA when available.
 
     Returns:
-        (N, k) int64 indices into ``refs``, nearest first (ties: lower index first).
+        (N, k) int64 indices into ``refs``, nearest first (equal distances: lower index first).
     """
-    queries = np.asarray(queries)
-    refs = np.asarray(refs)
-    if queries.ndim != 2 or refs.ndim != 2 or queries.shape[1] != refs.shape[1]:
-        raise DataError(
-            f"trajectory shapes do not match: queries {queries.shape}, refs {refs.shape}"
-        )
-    if len(refs) < k:
-        raise DataError(f"k={k} neighbours requested but only {len(refs)} reference trajectories")
-    _check_finite("query trajectories", queries)
-    _check_finite("probe trajectories", refs)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    queries, refs = _validate(queries, refs, k)
+    ix = _build_index(refs, np.zeros(len(refs), dtype=np.int64), 1, k, _resolve_device(device))
+    extra = 4 if margin is None else max(0, int(margin))
+    return _search(
+        queries, ix, batch_size=batch_size, extra=extra, counts_mode=False, timings=_TIMINGS
     )
-    n_cand = min(len(refs), k + (k if margin is None else margin))
-    r32 = torch.as_tensor(refs, dtype=torch.float32, device=dev)
-    r64 = torch.as_tensor(refs, dtype=torch.float64, device=dev)
-    r_sq = (r32 * r32).sum(1)
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), batch_size):
-        q64 = torch.as_tensor(queries[start : start + batch_size], dtype=torch.float64, device=dev)
-        q32 = q64.float()
-        # ||q - r||^2 up to the per-query constant ||q||^2, which does not change the ranking
-        d = torch.addmm(r_sq.unsqueeze(0), q32, r32.T, beta=1.0, alpha=-2.0)
-        cand = torch.topk(d, n_cand, dim=1, largest=False, sorted=False).indices
-        # exact re-ranking of the candidates in float64
-        exact = ((q64.unsqueeze(1) - r64[cand]) ** 2).sum(-1)
-        # stable tie-break on the reference index: sort by index first, then stably by distance
-        order = torch.argsort(cand, dim=1)
-        cand, exact = cand.gather(1, order), exact.gather(1, order)
-        best = torch.argsort(exact, dim=1, stable=True)[:, :k]
-        out[start : start + len(q64)] = cand.gather(1, best).cpu().numpy()
-    return out
 
 
 def knn_proba(
@@ -91,7 +628,7 @@ def knn_proba(
     *,
     k: int = 20,
     num_classes: int | None = None,
-    batch_size: int = 8192,
+    batch_size: int = 65536,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
     """p(m | s_i): share of each class among the k nearest reference trajectories (Eq. 6).
@@ -100,21 +637,34 @@ def knn_proba(
         queries: (N, T) float trajectories to assign.
         refs: (M, T) float probe trajectories.
         ref_labels: (M,) int class codes in ``[0, num_classes)``.
+        k: neighbours per query.
         num_classes: number of columns (default ``ref_labels.max() + 1``).
+        batch_size: most queries per batch.
+        device: torch device; default CUDA when available.
 
     Returns:
-        (N, num_classes) float64 probabilities; rows sum to 1.
+        (N, num_classes) float64 probabilities (multiples of 1/k); rows sum to 1. Column ``c``
+        equals scikit-learn's column for label ``c`` (scikit-learn omits absent labels).
     """
-    ref_labels = np.asarray(ref_labels, dtype=np.int64)
-    if ref_labels.shape != (len(refs),):
-        raise DataError(f"ref_labels has shape {ref_labels.shape}, expected ({len(refs)},)")
-    c = int(ref_labels.max()) + 1 if num_classes is None else num_classes
+    ref_labels = np.asarray(ref_labels)
+    if ref_labels.ndim != 1 or len(ref_labels) != len(np.asarray(refs)):
+        raise DataError(
+            f"ref_labels has shape {ref_labels.shape}, expected ({len(np.asarray(refs))},)"
+        )
+    if not np.issubdtype(ref_labels.dtype, np.integer):
+        raise DataError(f"ref_labels must be integer class codes, got dtype {ref_labels.dtype}")
+    queries, refs = _validate(queries, refs, k)
+    ref_labels = ref_labels.astype(np.int64)
+    c = int(ref_labels.max()) + 1 if num_classes is None else int(num_classes)
     if ref_labels.min() < 0 or ref_labels.max() >= c:
-        raise DataError(f"ref_labels must be in [0, {c})")
-    nn = knn_neighbors(queries, refs, k=k, batch_size=batch_size, device=device)
-    votes = ref_labels[nn]  # (N, k)
-    counts = np.zeros((len(votes), c), dtype=np.float64)
-    np.add.at(counts, (np.repeat(np.arange(len(votes)), k), votes.ravel()), 1.0)
+        raise DataError(
+            f"ref_labels must be in [0, {c}), got values in "
+            f"[{ref_labels.min()}, {ref_labels.max()}]"
+        )
+    ix = _build_index(refs, ref_labels, c, k, _resolve_device(device))
+    counts = _search(
+        queries, ix, batch_size=batch_size, extra=4, counts_mode=True, timings=_TIMINGS
+    )
     return counts / k
 
 

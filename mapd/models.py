@@ -47,6 +47,10 @@ __all__ = [
 MIN_IMAGE_SIZE = 8
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _init_conv(module: nn.Module) -> None:
     """He-normal (fan_out) init for convs, unit/zero init for norms, as torchvision ResNets do."""
     for m in module.modules():
@@ -73,26 +77,33 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 class SmallCNN(nn.Module):
     """Compact CNN for fast CPU training.
 
-    Layout: a 3x3 conv-BN-ReLU stem at full resolution with ``widths[0]`` channels, then one
+    Layout: a 3x3 conv-BN-ReLU stem at full resolution with ``stem_width`` channels, then one
     stage per entry of ``widths``: 2x2 max-pool followed by ``depth`` 3x3 conv-BN-ReLU layers,
     then global max-pooling and a linear classifier. Pooling *before* the convs of each stage
-    keeps the only full-resolution conv the cheap stem (most of the cost of such nets is the
-    first wide conv at full resolution). Three stages halve an 8x8 input down to 1x1, so any
-    input of at least 8x8 works.
+    and a narrow stem keep the full-resolution work (stem conv, BN, ReLU, first pool) small;
+    it dominates the step time of such nets otherwise. Three stages halve an 8x8 input down
+    to 1x1, so any input of at least 8x8 works.
 
     Args:
         num_classes: number of output logits.
         in_channels: input channels (1 for grey-scale, 3 for RGB).
         widths: channels per stage, e.g. (32, 64, 128).
         depth: conv-BN-ReLU layers per stage.
+        stem_width: channels of the stem conv.
     """
 
     def __init__(
-        self, *, num_classes: int, in_channels: int, widths: Sequence[int], depth: int
+        self,
+        *,
+        num_classes: int,
+        in_channels: int,
+        widths: Sequence[int],
+        depth: int,
+        stem_width: int,
     ) -> None:
         super().__init__()
-        layers = _conv_bn_relu(in_channels, widths[0])
-        c = widths[0]
+        layers = _conv_bn_relu(in_channels, stem_width)
+        c = stem_width
         for w in widths:
             layers.append(nn.MaxPool2d(2))
             for _ in range(depth):
@@ -115,25 +126,33 @@ def _small_cnn(
     image_size: int,
     width: int | Sequence[int] = 32,
     depth: int = 2,
+    stem_width: int | None = None,
 ) -> nn.Module:
-    """``width``: an int w gives stages (w, 2w, 4w); a sequence gives the stage widths."""
+    """``width``: an int w gives stages (w, 2w, 4w); a sequence gives the stage widths.
+    ``stem_width`` defaults to half the first stage width."""
     if isinstance(width, int):
         widths = [width, 2 * width, 4 * width]
     else:
-        widths = [int(w) for w in width]
-    if not widths or any(w < 1 for w in widths):
+        widths = list(width) if isinstance(width, (list, tuple)) else []
+    if not widths or not all(_is_positive_int(w) for w in widths):
         raise ConfigError(
-            f"small_cnn: width must be a positive int or positive ints, got {width!r}"
+            f"small_cnn: width must be a positive int or a list of them, got {width!r}"
         )
+    stem = max(1, widths[0] // 2) if stem_width is None else stem_width
+    for key, value in (("depth", depth), ("stem_width", stem)):
+        if not _is_positive_int(value):
+            raise ConfigError(f"small_cnn: {key} must be a positive int, got {value!r}")
     if image_size < 2 ** len(widths):
         raise ConfigError(
             f"small_cnn: {len(widths)} pooling stages need image_size >= {2 ** len(widths)}, "
             f"got {image_size}"
         )
-    if int(depth) < 1:
-        raise ConfigError(f"small_cnn: depth must be >= 1, got {depth!r}")
     return SmallCNN(
-        num_classes=num_classes, in_channels=in_channels, widths=widths, depth=int(depth)
+        num_classes=num_classes,
+        in_channels=in_channels,
+        widths=widths,
+        depth=depth,
+        stem_width=stem,
     )
 
 
@@ -409,7 +428,7 @@ def build_model(
         num_classes: number of output logits (>= 1).
         in_channels: channels of the input images (>= 1).
         image_size: side length of the (square) inputs the model will see (>= 8).
-        **kwargs: options of the specific model: ``width``/``depth`` (small_cnn),
+        **kwargs: options of the specific model: ``width``/``depth``/``stem_width`` (small_cnn),
             ``pretrained`` (resnet50), ``style`` (preact_resnet18), ``shortcut`` (resnet32).
 
     Returns:
@@ -426,7 +445,7 @@ def build_model(
         ("in_channels", in_channels, 1),
         ("image_size", image_size, MIN_IMAGE_SIZE),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not _is_positive_int(value) or value < low:
             raise ConfigError(f"model {name!r}: {key} must be an int >= {low}, got {value!r}")
     try:
         return _REGISTRY[name](

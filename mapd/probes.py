@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mapd.data.base import ImageDataset
+from mapd.engine.stream import FileRows, StreamSettings, channels_of, decode_views
 from mapd.errors import ConfigError, DataError
 from mapd.io import atomic_dir, load_json, load_npy, load_table, save_json, save_npy, save_table
 
@@ -81,11 +82,36 @@ class ProbeSuite:
         out = np.empty((len(self.table), *self.probe_images.shape[1:]), dtype=np.uint8)
         if source.images.shape[1:] != self.probe_images.shape[1:]:
             raise DataError(
-                f"probe images {self.probe_images.shape[1:]} and data images {source.images.shape[1:]} differ in shape"
+                f"probe images {self.probe_images.shape[1:]} and data images "
+                f"{source.images.shape[1:]} differ in shape"
             )
         out[~is_probe] = source.images[pos[~is_probe]]
         out[is_probe] = self.probe_images[probe_row[is_probe]]
         return out
+
+    def file_rows(self, source: ImageDataset) -> np.ndarray:
+        """File paths of the audit rows from a file-backed source: (N,) object.
+
+        Ordinary data rows get the path of their source example (``orig_index``); probe rows
+        (their inputs are ``probe_images[probe_row]``) get ``""``.
+        """
+        if source.paths is None:
+            raise DataError("ProbeSuite.file_rows needs a file-backed data set (paths)")
+        probe_row = self.table["probe_row"].to_numpy()
+        orig = self.table["orig_index"].to_numpy()
+        out = np.full(len(self.table), "", dtype=object)
+        data = probe_row < 0
+        out[data] = source.paths[_positions(source, orig[data])]
+        return out
+
+    def stream_rows(self, source: ImageDataset) -> FileRows:
+        """The audit set of a file-backed source as streamed rows (files + probe images)."""
+        return FileRows(
+            paths=self.file_rows(source),
+            memory=self.probe_images,
+            memory_row=self.table["probe_row"].to_numpy(np.int64),
+            channels=channels_of(source),
+        )
 
     def save(self, out_dir: str | Path) -> None:
         with atomic_dir(out_dir) as tmp:
@@ -115,7 +141,8 @@ def _positions(source: ImageDataset, orig_index: np.ndarray) -> np.ndarray:
     missing = ~pd.Index(wanted).isin(lookup.index)
     if missing.any():
         raise DataError(
-            f"{int(missing.sum())} probe-suite rows refer to examples absent from {source.name}/{source.split}"
+            f"{int(missing.sum())} probe-suite rows refer to examples absent from "
+            f"{source.name}/{source.split}"
         )
     pos = np.full(len(orig_index), -1, dtype=np.int64)
     pos[orig_index >= 0] = lookup.loc[wanted].to_numpy()
@@ -185,6 +212,28 @@ def wrong_labels(labels: np.ndarray, num_classes: int, rng: np.random.Generator)
     return (labels + rng.integers(1, num_classes, size=len(labels))) % num_classes
 
 
+def materialise(
+    dataset: ImageDataset,
+    positions: np.ndarray,
+    *,
+    size: int,
+    resize: int | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """Decode rows ``positions`` of a file-backed data set into their eval views.
+
+    The view is the streaming source's: shorter side to ``resize`` (default ``size``), then the
+    centre ``size`` crop. Returns uint8 (P, size, size, C), C = 1 for grey data sets, else 3.
+    """
+    if dataset.paths is None:
+        raise DataError(f"{dataset.name}: materialise needs a file-backed data set (paths)")
+    settings = StreamSettings.from_config(
+        {"image_size": size, "resize": resize, "workers": workers}, what=dataset.name
+    )
+    rows = FileRows(paths=dataset.paths, channels=channels_of(dataset))
+    return decode_views(rows, np.asarray(positions, dtype=np.int64), settings=settings)
+
+
 # --- suite construction ------------------------------------------------------------------------
 
 
@@ -200,23 +249,38 @@ def build_probe_suite(
     corrupted_std: float = 0.1,
     ood_blur_kernel: int = 7,
     random_inputs_kind: str = "uniform",
+    probe_size: int | None = None,
+    probe_resize: int | None = None,
+    workers: int = 0,
 ) -> ProbeSuite:
-    """Build the audit set of ``dataset`` (in memory) with the given probe categories.
+    """Build the audit set of ``dataset`` with the given probe categories.
 
     Args:
-        dataset: training split, in memory (file-backed sets: materialise probes first).
+        dataset: training split. In memory, probes keep the native image size; file-backed,
+            only the probe source images are decoded (:func:`materialise`, once).
         categories: subset of :data:`CATEGORIES`.
         train_size, heldout_size: probes per category for the k-NN fit / the held-out check.
         seed: makes the suite reproducible.
         cscores: (N,) consistency scores aligned with ``dataset`` rows; needed for
             typical / atypical (highest / lowest over the whole data set, as the authors).
         cscore_source: how the scores were obtained, recorded in ``meta``.
+        probe_size, probe_resize: file-backed data sets only (ignored in memory): probes are
+            materialised as the ``probe_size`` centre crop after resizing the shorter side to
+            ``probe_resize`` (default ``probe_size``): the streaming source's eval view.
+        workers: decoding threads for file-backed data sets (0 = one per CPU).
     """
     unknown = set(categories) - set(CATEGORIES)
     if unknown:
         raise ConfigError(f"unknown probe categories {sorted(unknown)}; known: {list(CATEGORIES)}")
-    if dataset.images is None:
-        raise DataError(f"{dataset.name}: probe suites need the images in memory")
+    if dataset.images is not None:
+        shape = tuple(dataset.images.shape[1:])
+    elif probe_size is None:
+        raise ConfigError(
+            f"{dataset.name} is file-backed: its probe suite needs a probe size "
+            f"(the config's train/image_size)"
+        )
+    else:
+        shape = (probe_size, probe_size, channels_of(dataset))
     n, per_cat = len(dataset), train_size + heldout_size
     needs_scores = {"typical", "atypical"} & set(categories)
     if needs_scores:
@@ -270,15 +334,18 @@ def build_probe_suite(
     for cat in categories:
         if cat == "random_inputs":
             pos = None
-            imgs = random_inputs(
-                per_cat, dataset.images.shape[1:], kind=random_inputs_kind, rng=rng
-            )
+            imgs = random_inputs(per_cat, shape, kind=random_inputs_kind, rng=rng)
             labels = rng.integers(0, c, size=per_cat)
             orig_index = np.full(per_cat, -1)
             orig_label = np.full(per_cat, -1)
         else:
             pos = sources[cat]
-            imgs = dataset.images[pos]
+            if dataset.images is not None:
+                imgs = dataset.images[pos]
+            else:
+                imgs = materialise(
+                    dataset, pos, size=shape[0], resize=probe_resize, workers=workers
+                )
             orig_label = dataset.labels[pos]
             labels = orig_label.copy()
             orig_index = dataset.index[pos]
@@ -327,8 +394,12 @@ def build_probe_suite(
         "random_inputs": random_inputs_kind,
         "cscore_source": cscore_source,
         "classes": list(dataset.classes),
-        "n_data": int(len(data_pos)),
+        "n_data": len(data_pos),
         "n_probes": n_probe,
-        "image_shape": list(dataset.images.shape[1:]),
+        "image_shape": list(shape),
     }
+    if dataset.images is None:
+        meta["storage"] = "files"
+        meta["probe_size"] = int(shape[0])
+        meta["probe_resize"] = int(probe_resize or shape[0])
     return ProbeSuite(table=table, probe_images=np.concatenate(probe_images), meta=meta)

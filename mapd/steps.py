@@ -20,6 +20,7 @@ from mapd.config import dataset_settings, fingerprint
 from mapd.cscores import compute_cscores, load_cscores_file, read_method, save_cscores
 from mapd.data import ImageDataset, load_dataset
 from mapd.engine.run import train_trajectories
+from mapd.engine.stream import FileRows
 from mapd.errors import ConfigError
 from mapd.io import atomic_dir, load_npy, save_json, save_npy, save_table
 from mapd.probes import ProbeSuite, build_probe_suite
@@ -80,6 +81,9 @@ def probes(config: dict[str, Any], name: str, seed: int, cscores_path: str | Pat
         ds, categories=p["categories"], train_size=p["train_size"], heldout_size=p["heldout_size"],
         seed=seed, cscores=scores, cscore_source=source, corrupted_std=p["corrupted_std"],
         ood_blur_kernel=p["ood_blur_kernel"], random_inputs_kind=p["random_inputs"],
+        # file-backed data: probes are materialised once, as the streaming source's eval view
+        probe_size=s["train"].get("image_size"), probe_resize=s["train"].get("resize"),
+        workers=s["train"].get("workers", 0),
     )
     suite.meta["settings"] = p
     suite.save(out)
@@ -96,14 +100,24 @@ def train(config: dict[str, Any], name: str, seed: int, probes_dir: str | Path, 
     suite = ProbeSuite.load(probes_dir)
     ds = load_split(config, name, "train")
     test = load_split(config, name, "test") if "test" in _splits(s) else None
-    images = suite.images(ds)
+    streaming = ds.images is None
+    if streaming:  # file-backed: data rows are decoded from their files every epoch
+        _check_probe_size(suite, s["train"], name)
+        images: np.ndarray | FileRows = suite.stream_rows(ds)
+    else:
+        images = suite.images(ds)
+    test_images: np.ndarray | FileRows | None = None
+    if test is not None:
+        test_images = test.images if test.images is not None else FileRows.from_dataset(test)
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    log(f"training {s['train']['model']} on {name} seed {seed}: {len(images)} rows, {s['train']['epochs']} epochs")
+    how = "streamed from files" if streaming else "in memory"
+    log(f"training {s['train']['model']} on {name} seed {seed}: {len(images)} rows ({how}), "
+        f"{s['train']['epochs']} epochs")
     t0 = time.perf_counter()
     result = train_trajectories(
         images, suite.labels, num_classes=ds.num_classes, train=s["train"], seed=seed, workdir=partial,
-        test_images=None if test is None else test.images, test_labels=None if test is None else test.labels,
+        test_images=test_images, test_labels=None if test is None else test.labels,
         device=config["device"], log=log,
     )
     metrics = {**result.metrics, "dataset": name, "seed": seed, "wall_s": time.perf_counter() - t0,
@@ -116,6 +130,18 @@ def train(config: dict[str, Any], name: str, seed: int, probes_dir: str | Path, 
     shutil.rmtree(partial, ignore_errors=True)
     log(f"trained {name} seed {seed}: final test accuracy {metrics['final_test_acc']}")
     return metrics
+
+
+def _check_probe_size(suite: ProbeSuite, train: dict[str, Any], name: str) -> None:
+    """Streamed probes must have been materialised at the size the data rows stream at."""
+    want = train.get("image_size")
+    want = (want, train.get("resize") or want)
+    have = (suite.meta.get("probe_size"), suite.meta.get("probe_resize"))
+    if have != want:
+        raise ConfigError(
+            f"{name}: the probe suite was materialised with image_size/resize {list(have)} but "
+            f"train/image_size, train/resize are {list(want)}: rebuild the probes (mapd probes)"
+        )
 
 
 def _splits(settings: dict[str, Any]) -> tuple[str, ...]:
@@ -144,3 +170,76 @@ def assign(config: dict[str, Any], name: str, probes_dir: str | Path, run_dir: s
     counts = meta[meta.role == "data"]["assigned"].value_counts().to_dict()
     log(f"{name}: assigned categories of the data rows: {counts}")
     return held
+
+
+def layout(config: dict[str, Any], name: str, seed: int | None = None) -> dict[str, Path]:
+    """The documented ``results/`` layout (the Snakemake rules use the same function)."""
+    r = Path(config["results"])
+    out = {
+        "summary": r / "data" / name / "summary.json",
+        "cscores": r / "cscores" / f"{name}.npz",
+        "figures": r / "figures" / name,
+    }
+    if seed is not None:
+        out.update(
+            probes=r / "probes" / name / f"seed{seed}",
+            run=r / "runs" / name / f"seed{seed}",
+            assign=r / "assign" / name / f"seed{seed}",
+        )
+    return out
+
+
+def figures(probe_dirs: list[str], run_dirs: list[str], assign_dirs: list[str], out: str | Path) -> None:
+    from mapd.figures import write_fig3, write_fig4
+
+    if not (len(probe_dirs) == len(run_dirs) == len(assign_dirs)):
+        raise ConfigError("figures: give one --probes, --runs and --assign directory per seed")
+    write_fig3(probe_dirs, run_dirs, out)
+    res = write_fig4(probe_dirs, run_dirs, assign_dirs, out)
+    log(f"figures 3 and 4 -> {out}")
+    return res
+
+
+def report(config: dict[str, Any], config_path: str | Path, out: str | Path, benchmark_files: list[str]) -> None:
+    from mapd.report import build_audit_report
+
+    datasets = {}
+    for name in config["datasets"]:
+        paths = [layout(config, name, s) for s in config["seeds"]]
+        datasets[name] = {
+            "probes": [p["probes"] for p in paths],
+            "runs": [p["run"] for p in paths],
+            "assign": [p["assign"] for p in paths],
+            "figures": layout(config, name)["figures"],
+        }
+    present = [f for f in benchmark_files if Path(f).is_file()]
+    if len(present) < len(benchmark_files):
+        log(f"report: {len(benchmark_files) - len(present)} step benchmark file(s) absent; their times are not shown")
+    build_audit_report(out, config_path=config_path, datasets=datasets, benchmark_files=present,
+                       title=config["report"]["title"])
+    save_json(Path(out).with_name("metrics.json"), audit_metrics(config))
+    log(f"report -> {Path(out).resolve()}")
+
+
+def audit_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    """Headline numbers per data set (mean and std over seeds): held-out probe accuracy per
+    setting and final test accuracy. DVC tracks this file as the pipeline's metrics."""
+    from mapd.io import load_json
+
+    out: dict[str, Any] = {}
+    for name in config["datasets"]:
+        held: dict[str, list[float]] = {}
+        test: list[float] = []
+        for seed in config["seeds"]:
+            paths = layout(config, name, seed)
+            for setting, res in load_json(paths["assign"] / "heldout.json")["settings"].items():
+                held.setdefault(setting, []).append(res["accuracy"])
+            acc = load_json(paths["run"] / "metrics.json").get("final_test_acc")
+            if acc is not None:
+                test.append(acc)
+        entry = {f"heldout_{k}": {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
+                 for k, v in held.items()}
+        if test:
+            entry["test_acc"] = {"mean": float(np.mean(test)), "std": float(np.std(test)), "seeds": len(test)}
+        out[name] = entry
+    return out

@@ -52,7 +52,8 @@ class TensorSource:
             x = F.pad(x.permute(0, 3, 1, 2).float(), (self.pad,) * 4, mode="reflect")
             x = x.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
         self.padded = x  # (N, H + 2p, W + 2p, C) uint8
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
+        # a copy: labels often come read-only (pandas), which torch would warn about sharing
+        self.labels = torch.tensor(np.asarray(labels, dtype=np.int64), device=device)
         self.mean = (
             None
             if mean is None

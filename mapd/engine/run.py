@@ -11,6 +11,7 @@ import torch
 
 from mapd.config import fingerprint
 from mapd.engine.augment import TensorSource, channel_stats
+from mapd.engine.stream import FileRows, FileSource, StreamSettings, decode_views, sample_rows
 from mapd.engine.trainer import Method, Trainer, TrainResult, TrainSettings, pick_device
 from mapd.models import build_model
 
@@ -21,55 +22,166 @@ def make_sources(
     *,
     train: dict[str, Any],
     device: torch.device,
-    test_images: np.ndarray | None = None,
+    test_images: np.ndarray | FileRows | None = None,
     test_labels: np.ndarray | None = None,
-) -> tuple[TensorSource, TensorSource | None]:
-    """Device-resident training (augmented) and test (plain) sources, normalised alike."""
+) -> tuple[TensorSource, TensorSource | FileSource | None]:
+    """Device-resident training (augmented) and test (plain) sources, normalised alike.
+
+    A file-backed test set (``FileRows``) streams at the training images' size.
+    """
     mean, std = channel_stats(train_images) if train.get("normalize", True) else (None, None)
     cl = device.type == "cuda"
     tr = TensorSource(
-        train_images, train_labels, device=device, crop_padding=train.get("crop_padding", 0),
-        flip=train.get("flip", False), mean=mean, std=std, channels_last=cl,
+        train_images,
+        train_labels,
+        device=device,
+        crop_padding=train.get("crop_padding", 0),
+        flip=train.get("flip", False),
+        mean=mean,
+        std=std,
+        channels_last=cl,
     )
     te = None
-    if test_images is not None:
-        te = TensorSource(test_images, test_labels, device=device, mean=mean, std=std, channels_last=cl)
+    if isinstance(test_images, FileRows):
+        size = int(train_images.shape[1])
+        # the test set is only evaluated: its view is the training images' size, no crop jitter
+        settings = StreamSettings.from_config(
+            {**train, "resize": max(train.get("resize") or size, size), "crop_padding": 0},
+            size=size,
+        )
+        te = FileSource(
+            test_images,
+            test_labels,
+            settings=settings,
+            device=device,
+            mean=mean,
+            std=std,
+            channels_last=cl,
+        )
+    elif test_images is not None:
+        te = TensorSource(
+            test_images, test_labels, device=device, mean=mean, std=std, channels_last=cl
+        )
+    return tr, te
+
+
+def make_stream_sources(
+    rows: FileRows,
+    labels: np.ndarray,
+    *,
+    train: dict[str, Any],
+    device: torch.device,
+    test_rows: FileRows | np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+) -> tuple[FileSource, FileSource | None]:
+    """Streaming training (augmented) and test (eval view) sources, normalised alike.
+
+    The mean/std are those of the eval views of ``train["stats_sample"]`` rows (all rows when
+    there are no more than that, so at native size they equal the in-memory path's).
+    ``test_rows`` may be in memory (uint8 (N, H, W, C)); it then goes through the eval view.
+    """
+    settings = StreamSettings.from_config(train)
+    mean = std = None
+    if settings.normalize:
+        mean, std = channel_stats(
+            decode_views(rows, sample_rows(len(rows), settings.stats_sample), settings=settings)
+        )
+    cl = device.type == "cuda"
+    tr = FileSource(
+        rows, labels, settings=settings, device=device, mean=mean, std=std, channels_last=cl
+    )
+    te = None
+    if test_rows is not None:
+        if not isinstance(test_rows, FileRows):
+            test_rows = FileRows.from_images(test_rows)
+        te = FileSource(
+            test_rows,
+            test_labels,
+            settings=settings,
+            device=device,
+            mean=mean,
+            std=std,
+            channels_last=cl,
+        )
     return tr, te
 
 
 def train_trajectories(
-    images: np.ndarray,
+    images: np.ndarray | FileRows,
     labels: np.ndarray,
     *,
     num_classes: int,
     train: dict[str, Any],
     seed: int,
     workdir: str | Path,
-    test_images: np.ndarray | None = None,
+    test_images: np.ndarray | FileRows | None = None,
     test_labels: np.ndarray | None = None,
     device: str = "auto",
     method: Method | None = None,
     log: Callable[[str], None] | None = None,
     stop_after_epoch: int | None = None,
 ) -> TrainResult:
-    """Train the configured model on uint8 (N, H, W, C) ``images`` and record trajectories.
+    """Train the configured model and record trajectories.
 
+    ``images`` is uint8 (N, H, W, C) in memory, or :class:`FileRows` (file-backed rows, streamed
+    at ``train["image_size"]`` with ``train["train_transform"]``; probes may be in memory).
     Returns (N, epochs) loss / correctness arrays whose rows follow ``images``. The run is
     checkpointed in ``workdir`` every epoch and resumed from there when called again with the
     same settings and data.
     """
     dev = pick_device(device)
     settings = TrainSettings.from_config(train)
+    streaming = isinstance(images, FileRows)
+    if streaming:
+        size, channels = StreamSettings.from_config(train).size, images.channels
+    else:
+        size, channels = images.shape[1], images.shape[-1]
     torch.manual_seed(seed)
     model = build_model(
-        train["model"], num_classes=num_classes, in_channels=images.shape[-1],
-        image_size=images.shape[1], **train.get("model_options", {}),
+        train["model"],
+        num_classes=num_classes,
+        in_channels=channels,
+        image_size=size,
+        **train.get("model_options", {}),
     )
-    tr, te = make_sources(images, labels, train=train, device=dev, test_images=test_images, test_labels=test_labels)
-    signature = fingerprint(
-        {"train": train, "seed": seed, "n": len(images), "labels": fingerprint(np.asarray(labels).tolist()),
-         "method": (method or Method()).name}
+    if streaming:
+        tr, te = make_stream_sources(
+            images, labels, train=train, device=dev, test_rows=test_images, test_labels=test_labels
+        )
+    else:
+        tr, te = make_sources(
+            images,
+            labels,
+            train=train,
+            device=dev,
+            test_images=test_images,
+            test_labels=test_labels,
+        )
+    # decoding threads do not change results, so they may differ when a run is resumed
+    key = {
+        "train": {k: v for k, v in train.items() if k != "workers"},
+        "seed": seed,
+        "n": len(images),
+        "labels": fingerprint(np.asarray(labels).tolist()),
+        "method": (method or Method()).name,
+    }
+    if streaming:
+        key["storage"] = "files"
+    signature = fingerprint(key)
+    trainer = Trainer(
+        model,
+        tr,
+        settings=settings,
+        workdir=workdir,
+        test=te,
+        method=method,
+        seed=seed,
+        signature=signature,
+        log=log,
     )
-    trainer = Trainer(model, tr, settings=settings, workdir=workdir, test=te, method=method, seed=seed,
-                      signature=signature, log=log)
-    return trainer.fit(stop_after_epoch=stop_after_epoch)
+    try:
+        return trainer.fit(stop_after_epoch=stop_after_epoch)
+    finally:
+        for src in (tr, te):
+            if isinstance(src, FileSource):
+                src.close()

@@ -336,13 +336,16 @@ class Trainer:
                 )
             if ep_loss is not None:
                 if self.s.record == "online" and torch.isnan(ep_loss).any():
-                    # examples not trained on this epoch (selection) keep their last value
-                    prev = (
-                        torch.as_tensor(self.loss_mm[:, e - 1], device=self.device)
-                        if e
-                        else ep_loss
-                    )
-                    ep_loss = torch.where(torch.isnan(ep_loss), prev, ep_loss)
+                    # examples not trained on this epoch (selection) keep their last loss and
+                    # correctness; in the first epoch there is none, so an eval pass gives it
+                    if e:
+                        prev_loss = torch.as_tensor(self.loss_mm[:, e - 1], device=self.device)
+                        prev_ok = torch.as_tensor(self.correct_mm[:, e - 1], device=self.device)
+                    else:
+                        prev_loss, prev_ok = self.evaluate(self.train_src)
+                    missing = torch.isnan(ep_loss)
+                    ep_loss = torch.where(missing, prev_loss, ep_loss)
+                    ep_correct = torch.where(missing, prev_ok, ep_correct)
                 self.loss_mm[:, e] = ep_loss.float().cpu().numpy()
                 self.correct_mm[:, e] = ep_correct.cpu().numpy()
             self._sync()

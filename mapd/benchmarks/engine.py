@@ -1,0 +1,485 @@
+"""Throughput of the training engine vs a conventional PyTorch loop (``mapd bench``).
+
+Measured configurations, all on the same model, data, batch size and optimiser:
+
+- ``engine_none`` / ``engine_online`` / ``engine_eval``: the engine (:func:`train_trajectories`)
+  with trajectory recording off, from the training forward pass, and by an eval-mode pass over
+  the training set after every epoch.
+- ``conventional_w<k>``: a torchvision ``Dataset`` + ``DataLoader`` (``k`` worker processes)
+  with PIL transforms (reflect-padded random crop, horizontal flip, ``ToTensor``,
+  ``Normalize``) and, after every epoch, an eval pass over the training set through a second
+  ``DataLoader`` that stores every example's loss and correctness, as the authors' code does.
+  ``conventional_w<k>_noeval`` is the training part of the same epochs (for reference).
+
+Each configuration runs ``warmup_epochs + epochs`` epochs; only the last ``epochs`` are timed
+(``time.perf_counter``, CUDA synchronised). An epoch's time is its training pass plus its
+recording pass; checkpointing (engine) is excluded on both sides. Throughput is
+``n / median epoch seconds``; every epoch's time is kept in the JSON.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from mapd.engine.augment import channel_stats
+from mapd.engine.run import train_trajectories
+from mapd.engine.trainer import TrainSettings, pick_device
+from mapd.errors import ConfigError
+from mapd.io import save_json
+from mapd.models import build_model
+
+TARGETS = {"online_overhead_max": 0.05, "eval_overhead_max": 0.35, "speedup_min": 1.5}
+CROP_PADDING = 4
+NUM_CLASSES = 10
+# Optimiser settings shared by both loops (the values do not affect speed).
+LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
+
+
+def run_engine_benchmark(
+    *,
+    out_dir: str | os.PathLike,
+    n: int = 10_000,
+    epochs: int = 3,
+    warmup_epochs: int = 1,
+    model: str = "small_cnn",
+    batch_size: int = 128,
+    image_size: int = 32,
+    seed: int = 0,
+    data: str = "synthetic",
+    cifar10_root: str | os.PathLike | None = None,
+    num_workers: Sequence[int] = (0, 2),
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time the engine (three recording modes) and a conventional loop; write ``engine.json``.
+
+    Args:
+        out_dir: where ``engine.json`` is written (atomically).
+        n: training examples.
+        epochs: timed epochs per configuration (after the warm-up).
+        warmup_epochs: untimed epochs first (allocator, worker start-up, caches).
+        model: a :func:`mapd.models.build_model` name.
+        batch_size: training batch size (the eval passes use the engine's ``eval_batch_size``).
+        image_size: side of the square images (synthetic data only; CIFAR-10 is 32).
+        seed: data, model initialisation and shuffling seed.
+        data: ``"synthetic"`` (uniform random uint8 (n, S, S, 3) images, 10 random labels;
+            timing does not depend on content) or ``"cifar10"`` (the first n training images).
+        cifar10_root: directory holding ``cifar-10-batches-py/`` (needed for ``"cifar10"``;
+            re-encoded copies are accepted).
+        num_workers: ``DataLoader`` worker counts tried for the conventional loop; the fastest
+            (with its eval pass) is the baseline.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        log: progress sink (default: stderr).
+
+    Returns:
+        The dict written to ``out_dir/engine.json``: ``configs`` (per configuration the
+        per-epoch seconds and images/s), ``overheads`` {online, eval}, ``speedup_vs_conventional``,
+        ``targets``, ``passed``, ``machine`` and ``settings``.
+
+    Raises:
+        ConfigError: an out-of-range option, or ``data="cifar10"`` without a root.
+    """
+    _validate(n, epochs, warmup_epochs, batch_size, image_size, data, cifar10_root, num_workers)
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    dev = pick_device(device)
+    images, labels = _load_data(data, n=n, image_size=image_size, seed=seed, root=cifar10_root)
+    eval_batch_size = TrainSettings().eval_batch_size
+    train = {
+        "model": model,
+        "epochs": warmup_epochs + epochs,
+        "batch_size": batch_size,
+        "lr": LR,
+        "momentum": MOMENTUM,
+        "weight_decay": WEIGHT_DECAY,
+        "crop_padding": CROP_PADDING,
+        "flip": True,
+        "eval_batch_size": eval_batch_size,
+    }
+    load_start = _loadavg()
+    configs: dict[str, dict[str, Any]] = {}
+    for record in ("none", "online", "eval"):
+        say(f"bench engine: record={record}")
+        configs[f"engine_{record}"] = _time_engine(
+            images,
+            labels,
+            train={**train, "record": record},
+            seed=seed,
+            device=dev,
+            warmup_epochs=warmup_epochs,
+        )
+    for workers in num_workers:
+        say(f"bench engine: conventional loop, num_workers={workers}")
+        with_eval, train_only = _time_conventional(
+            images,
+            labels,
+            train=train,
+            seed=seed,
+            device=dev,
+            num_workers=workers,
+            warmup_epochs=warmup_epochs,
+        )
+        configs[f"conventional_w{workers}"] = with_eval
+        configs[f"conventional_w{workers}_noeval"] = train_only
+    load_end = _loadavg()
+
+    for cfg in configs.values():
+        cfg["images_per_s"] = n / statistics.median(cfg["epoch_s"])
+        cfg["images_per_s_best"] = n / min(cfg["epoch_s"])
+        cfg["images_per_s_mean"] = n * len(cfg["epoch_s"]) / sum(cfg["epoch_s"])
+    t_none, t_online, t_eval = (
+        statistics.median(configs[f"engine_{r}"]["epoch_s"]) for r in ("none", "online", "eval")
+    )
+    baseline = max(
+        (f"conventional_w{w}" for w in num_workers), key=lambda k: configs[k]["images_per_s"]
+    )
+    baseline_noeval = f"{baseline}_noeval"
+    overheads = {"online": (t_online - t_none) / t_none, "eval": (t_eval - t_none) / t_none}
+    speedup = configs["engine_eval"]["images_per_s"] / configs[baseline]["images_per_s"]
+    passed = {
+        "online_overhead": overheads["online"] <= TARGETS["online_overhead_max"],
+        "eval_overhead": overheads["eval"] <= TARGETS["eval_overhead_max"],
+        "speedup": speedup >= TARGETS["speedup_min"],
+    }
+    passed["all"] = all(passed.values())
+    result = {
+        "benchmark": "engine",
+        "statistic": "images_per_s = n / median of the timed epochs' seconds "
+        "(training pass + recording pass); warm-up epochs excluded",
+        "settings": {
+            "n": n,
+            "epochs": epochs,
+            "warmup_epochs": warmup_epochs,
+            "model": model,
+            "batch_size": batch_size,
+            "eval_batch_size": eval_batch_size,
+            "image_size": image_size,
+            "seed": seed,
+            "data": data,
+            "cifar10_root": None if cifar10_root is None else str(cifar10_root),
+            "num_workers": list(num_workers),
+            "augmentation": f"random crop {image_size} after reflect padding {CROP_PADDING}, "
+            "horizontal flip, per-channel normalisation",
+            "recording_pass_augment": False,
+            "optimizer": {
+                "name": "sgd",
+                "lr": LR,
+                "momentum": MOMENTUM,
+                "weight_decay": WEIGHT_DECAY,
+                "schedule": "cosine",
+            },
+        },
+        "machine": _machine_info(dev, model, image_size)
+        | {
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
+        },
+        "configs": configs,
+        "baseline": baseline,
+        "overheads": overheads,
+        "speedup_vs_conventional": speedup,
+        "speedup_online_vs_conventional": configs["engine_online"]["images_per_s"]
+        / configs[baseline]["images_per_s"],
+        "speedup_train_only": configs["engine_none"]["images_per_s"]
+        / configs[baseline_noeval]["images_per_s"],
+        "targets": dict(TARGETS),
+        "passed": passed,
+    }
+    save_json(Path(out_dir) / "engine.json", result)
+    say(
+        f"bench engine: overhead online {overheads['online']:+.1%}, eval {overheads['eval']:+.1%};"
+        f" engine {speedup:.2f}x the conventional loop ({baseline})"
+    )
+    return result
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _validate(
+    n: int,
+    epochs: int,
+    warmup_epochs: int,
+    batch_size: int,
+    image_size: int,
+    data: str,
+    root: str | os.PathLike | None,
+    num_workers: Sequence[int],
+) -> None:
+    for name, value, low in (
+        ("n", n, 1),
+        ("epochs", epochs, 1),
+        ("warmup_epochs", warmup_epochs, 0),
+        ("batch_size", batch_size, 1),
+        ("image_size", image_size, 8),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"bench engine: {name} must be an int >= {low}, got {value!r}")
+    if data not in ("synthetic", "cifar10"):
+        raise ConfigError(f"bench engine: data must be 'synthetic' or 'cifar10', got {data!r}")
+    if data == "cifar10":
+        if root is None:
+            raise ConfigError("bench engine: data='cifar10' needs cifar10_root")
+        if image_size != 32:
+            raise ConfigError(
+                f"bench engine: CIFAR-10 images are 32x32, got image_size {image_size}"
+            )
+        if n > 50_000:
+            raise ConfigError(f"bench engine: CIFAR-10 has 50000 training images, got n={n}")
+    if not num_workers or any(
+        isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in num_workers
+    ):
+        raise ConfigError(
+            f"bench engine: num_workers must be a non-empty list of ints >= 0, got {num_workers!r}"
+        )
+
+
+def _load_data(
+    data: str, *, n: int, image_size: int, seed: int, root: str | os.PathLike | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, S, S, 3) images and int64 (n,) labels."""
+    if data == "cifar10":
+        from mapd.data import load_dataset
+
+        ds = load_dataset("cifar10", "train", root=root, reencoded_ok=True)
+        return np.ascontiguousarray(ds.images[:n]), ds.labels[:n]
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, image_size, image_size, 3), dtype=np.uint8)
+    return images, rng.integers(0, NUM_CLASSES, size=n).astype(np.int64)
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+
+def _time_engine(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    train: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    warmup_epochs: int,
+) -> dict[str, Any]:
+    """Per-epoch seconds of one engine run, from the trainer's own synchronised timers."""
+    stamps: list[float] = []
+
+    def on_log(msg: str) -> None:
+        if msg.startswith("epoch "):  # one line per finished epoch, after its checkpoint
+            stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory(prefix="mapd-bench-") as workdir:
+        result = train_trajectories(
+            images,
+            labels,
+            num_classes=NUM_CLASSES,
+            train=train,
+            seed=seed,
+            workdir=workdir,
+            device=device.type,
+            log=on_log,
+        )
+    rows = result.metrics["epochs"][warmup_epochs:]
+    train_s = [float(r["train_s"]) for r in rows]
+    record_s = [float(r["record_s"]) for r in rows]
+    return {
+        "kind": "engine",
+        "record": train["record"],
+        "epoch_s": [a + b for a, b in zip(train_s, record_s, strict=True)],
+        "train_s": train_s,
+        "record_s": record_s,
+        # Wall time between consecutive epoch ends: adds checkpointing and hooks.
+        "epoch_wall_s": [b - a for a, b in itertools.pairwise(stamps)][max(warmup_epochs - 1, 0) :],
+    }
+
+
+# --- the conventional loop ------------------------------------------------------------------
+
+
+class _PILDataset(Dataset):
+    """uint8 (N, H, W, C) images served one PIL image at a time through ``transform``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        img = self.images[i]
+        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        return self.transform(pil), int(self.labels[i]), i
+
+
+def _time_conventional(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    train: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    num_workers: int,
+    warmup_epochs: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A textbook loop: PIL transforms in a DataLoader, then an eval pass over the train set.
+
+    Returns the timings with the eval pass and those of its training passes alone.
+    """
+    settings = TrainSettings.from_config(train)
+    n, size = len(images), images.shape[1]
+    mean, std = (tuple(float(v) for v in s) for s in channel_stats(images))
+    normalise = [T.ToTensor(), T.Normalize(mean, std)]
+    train_tf = T.Compose(
+        [
+            T.RandomCrop(size, padding=CROP_PADDING, padding_mode="reflect"),
+            T.RandomHorizontalFlip(),
+            *normalise,
+        ]
+    )
+    cuda = device.type == "cuda"
+    loader_opts = {
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "pin_memory": cuda,  # pinning only helps host-to-GPU copies
+    }
+    shuffle_gen = torch.Generator()
+    shuffle_gen.manual_seed(seed)
+    train_loader = DataLoader(
+        _PILDataset(images, labels, train_tf),
+        batch_size=settings.batch_size,
+        shuffle=True,
+        generator=shuffle_gen,
+        **loader_opts,
+    )
+    eval_loader = DataLoader(
+        _PILDataset(images, labels, T.Compose(normalise)),
+        batch_size=settings.eval_batch_size,
+        shuffle=False,
+        **loader_opts,
+    )
+    torch.manual_seed(seed)
+    net = build_model(
+        str(train["model"]),
+        num_classes=NUM_CLASSES,
+        in_channels=images.shape[-1],
+        image_size=size,
+    ).to(device)
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    net = net.to(memory_format=memory_format)
+    opt = torch.optim.SGD(
+        net.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    amp = settings.amp and cuda
+    loss_hist = np.full((n, settings.epochs), np.nan, dtype=np.float32)
+    correct_hist = np.zeros((n, settings.epochs), dtype=bool)
+
+    def to_dev(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device, non_blocking=cuda).contiguous(memory_format=memory_format)
+
+    train_s: list[float] = []
+    record_s: list[float] = []
+    for epoch in range(settings.epochs):
+        _sync(device)
+        t0 = time.perf_counter()
+        net.train()
+        steps = len(train_loader)
+        for i, (x, y, _) in enumerate(train_loader):
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * settings.lr_factor(epoch + i / steps)
+            x, y = to_dev(x), y.to(device, non_blocking=cuda)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(net(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        t1 = time.perf_counter()
+        net.eval()
+        with torch.inference_mode():
+            for x, y, idx in eval_loader:
+                x, y = to_dev(x), y.to(device, non_blocking=cuda)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    logits = net(x).float()
+                loss_hist[idx.numpy(), epoch] = (
+                    F.cross_entropy(logits, y, reduction="none").cpu().numpy()
+                )
+                correct_hist[idx.numpy(), epoch] = (logits.argmax(1) == y).cpu().numpy()
+        _sync(device)
+        t2 = time.perf_counter()
+        if epoch >= warmup_epochs:
+            train_s.append(t1 - t0)
+            record_s.append(t2 - t1)
+    del train_loader, eval_loader  # shuts persistent workers down
+    common = {
+        "kind": "conventional",
+        "num_workers": num_workers,
+        "pin_memory": cuda,
+        "persistent_workers": num_workers > 0,
+    }
+    with_eval = common | {
+        "record": "eval",
+        "epoch_s": [a + b for a, b in zip(train_s, record_s, strict=True)],
+        "train_s": train_s,
+        "record_s": record_s,
+    }
+    train_only = common | {
+        "record": "none",
+        "epoch_s": list(train_s),
+        "derived_from": f"conventional_w{num_workers}",
+    }
+    return with_eval, train_only
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on every platform
+        return None
+
+
+def _machine_info(device: torch.device, model: str, image_size: int) -> dict[str, Any]:
+    net = build_model(model, num_classes=NUM_CLASSES, in_channels=3, image_size=image_size)
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "device": str(device),
+        "model": model,
+        "model_parameters": sum(p.numel() for p in net.parameters()),
+    }
+    if device.type == "cuda":
+        info["cuda_device"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,233 @@
+"""Config loading: schema validation, defaults, per-data-set overrides, clear errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mapd.config import dataset_settings, fingerprint, load_config, schema, validate_config
+from mapd.errors import ConfigError
+
+MINIMAL: dict[str, Any] = {"seeds": [0], "datasets": {"digits": {}}}
+
+
+def _write(tmp_path: Path, cfg: dict[str, Any] | str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+    return path
+
+
+def _with(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of ``base`` (default MINIMAL) with ``value`` set at the '/'-separated ``path``."""
+    cfg = copy.deepcopy(MINIMAL if base is None else base)
+    node = cfg
+    *parents, last = path.split("/")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return cfg
+
+
+def test_repo_default_config_loads_and_fills_defaults(repo_root: Path) -> None:
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    assert cfg["name"] == "default"
+    assert cfg["seeds"] == [0, 1]
+    assert cfg["device"] == "auto" and cfg["results"] == "results"
+    d = cfg["defaults"]
+    # values from the file
+    assert d["train"]["epochs"] == 15 and d["train"]["lr"] == 0.05 and d["train"]["flip"] is False
+    assert d["probes"]["train_size"] == 25 and d["probes"]["ood_blur_kernel"] == 3
+    assert d["cscores"] == {
+        "method": "learning_speed",
+        "epochs": 15,
+        "file": None,
+        "ratios": [0.25, 0.5, 0.75],
+        "runs_per_ratio": 2,
+    }
+    # values filled from the schema
+    assert d["train"]["optimizer"] == "sgd" and d["train"]["momentum"] == 0.9
+    assert d["train"]["record"] == "eval" and d["train"]["schedule"] == "cosine"
+    assert d["probes"]["corrupted_std"] == 0.1 and d["probes"]["random_inputs"] == "uniform"
+    assert d["assign"]["k"] == 20 and d["assign"]["use"] == "6-probe"
+    assert cfg["report"] == {"title": "MAP-D audit", "gallery_per_category": 8}
+    s = dataset_settings(cfg, "digits")
+    assert s["loader"] == "digits" and s["options"] == {} and s["subset"] is None
+    assert s["train"]["epochs"] == 15
+
+
+def test_minimal_config_gets_every_schema_default(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, MINIMAL))
+    props = schema()["properties"]["defaults"]["properties"]
+    for section in ("cscores", "probes", "train", "assign"):
+        for key, prop in props[section]["properties"].items():
+            assert cfg["defaults"][section][key] == prop["default"], f"{section}/{key}"
+    assert cfg["defaults"]["probes"]["categories"] == [
+        "typical",
+        "atypical",
+        "random_labels",
+        "random_inputs",
+        "corrupted",
+        "ood",
+    ]
+    # validation does not modify its input
+    raw = copy.deepcopy(MINIMAL)
+    validate_config(raw)
+    assert raw == MINIMAL
+
+
+@pytest.mark.parametrize(
+    ("path", "where", "key"),
+    [
+        ("colour", "(top level)", "colour"),
+        ("defaults/train/epoch", "defaults/train", "epoch"),
+        ("defaults/probes/train_sizes", "defaults/probes", "train_sizes"),
+        ("datasets/digits/train/lrr", "datasets/digits/train", "lrr"),
+        ("datasets/digits/root", "datasets/digits", "root"),
+        ("report/titel", "report", "titel"),
+    ],
+)
+def test_unknown_key_rejected_naming_its_path(
+    tmp_path: Path, path: str, where: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, _with(path, 1)))
+    msg = str(err.value)
+    assert f"at {where}:" in msg
+    assert repr(key) in msg and "not allowed" in msg
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        ("defaults/train/epochs", -3, ["defaults/train/epochs", "-3", "minimum"]),
+        ("datasets/digits/train/epochs", 0, ["datasets/digits/train/epochs", "0", "minimum"]),
+        ("defaults/train/record", "sometimes", ["defaults/train/record", "'sometimes'", "eval"]),
+        ("defaults/train/lr", 0, ["defaults/train/lr", "0"]),
+        ("defaults/probes/categories", ["typical", "weird"], ["categories/1", "'weird'"]),
+        ("defaults/probes/categories", ["typical"], ["defaults/probes/categories", "short"]),
+        ("defaults/cscores/method", "magic", ["defaults/cscores/method", "'magic'"]),
+        ("datasets/digits/subset", 5, ["datasets/digits/subset", "5"]),
+        ("seeds", [], ["seeds"]),
+        ("device", "tpu", ["device", "'tpu'"]),
+    ],
+)
+def test_bad_schema_values_rejected(
+    tmp_path: Path, path: str, value: Any, words: list[str]
+) -> None:
+    with pytest.raises(ConfigError, match="invalid config at") as err:
+        load_config(_write(tmp_path, _with(path, value)))
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_even_blur_kernel_rejected(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"datasets/digits/probes/ood_blur_kernel must be odd, got 4"
+    ):
+        load_config(_write(tmp_path, _with("defaults/probes/ood_blur_kernel", 4)))
+    # also when only one data set overrides it
+    cfg = _with("datasets/cifar10/probes/ood_blur_kernel", 6)
+    with pytest.raises(ConfigError, match=r"datasets/cifar10/probes/ood_blur_kernel must be odd"):
+        validate_config(cfg)
+
+
+def test_assign_use_must_be_a_setting(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"datasets/digits/assign/use: '8-probe' is not one of"
+    ) as e:
+        load_config(_write(tmp_path, _with("defaults/assign/use", "8-probe")))
+    assert "4-probe" in str(e.value) and "6-probe" in str(e.value)
+    # the used setting must only name categories that are built
+    cfg = _with("defaults/probes/categories", ["typical", "atypical", "corrupted", "random_labels"])
+    with pytest.raises(ConfigError, match=r"\['ood', 'random_inputs'\] are not built"):
+        validate_config(cfg)
+    cfg["defaults"]["assign"] = {"use": "4-probe"}
+    assert validate_config(cfg)["defaults"]["assign"]["use"] == "4-probe"
+
+
+def test_cscores_method_file_needs_file(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"datasets/digits/cscores: method 'file' needs cscores/file"
+    ):
+        load_config(_write(tmp_path, _with("defaults/cscores/method", "file")))
+    cfg = _with("datasets/digits/cscores", {"method": "file", "file": "scores.npz"})
+    assert dataset_settings(validate_config(cfg), "digits")["cscores"]["file"] == "scores.npz"
+
+
+def test_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "seeds: [0\ndatasets: {"))
+    with pytest.raises(ConfigError, match="'datasets' is a required property"):
+        load_config(_write(tmp_path, ""))
+    with pytest.raises(ConfigError, match="top level"):
+        validate_config(["seeds"])  # type: ignore[arg-type]
+
+
+def test_per_dataset_overrides_deep_merge() -> None:
+    cfg = validate_config(
+        {
+            "seeds": [0, 1],
+            "defaults": {
+                "train": {"epochs": 7, "lr": 0.2, "model_options": {"width": 16, "depth": 1}},
+                "probes": {"train_size": 10},
+            },
+            "datasets": {
+                "digits": {"train": {"lr": 0.01, "model_options": {"depth": 3}}},
+                "cifar10": {
+                    "loader": "cifar10",
+                    "options": {"root": "/data", "reencoded_ok": True},
+                    "subset": 500,
+                    "probes": {"heldout_size": 3},
+                    "assign": {"settings": {"two": ["typical", "atypical"]}, "use": "two"},
+                },
+            },
+        }
+    )
+    d = dataset_settings(cfg, "digits")
+    assert d["train"]["lr"] == 0.01  # overridden
+    assert d["train"]["epochs"] == 7  # from defaults
+    assert d["train"]["optimizer"] == "sgd"  # from the schema
+    assert d["train"]["model_options"] == {"width": 16, "depth": 3}  # merged, not replaced
+    assert d["probes"]["train_size"] == 10 and d["probes"]["heldout_size"] == 250
+    c = dataset_settings(cfg, "cifar10")
+    assert c["train"]["lr"] == 0.2 and c["train"]["model_options"] == {"width": 16, "depth": 1}
+    assert c["probes"] == {**d["probes"], "heldout_size": 3}
+    assert c["options"] == {"root": "/data", "reencoded_ok": True} and c["subset"] == 500
+    # named settings are replaced as a whole (a setting list is not merged element-wise)
+    assert c["assign"]["settings"] == {"two": ["typical", "atypical"]}
+    assert d["assign"]["settings"].keys() == {"4-probe", "6-probe"}
+    # the config itself is untouched by the merge
+    assert cfg["defaults"]["train"]["lr"] == 0.2
+    with pytest.raises(ConfigError, match="'mnist' is not in the config"):
+        dataset_settings(cfg, "mnist")
+
+
+def test_fingerprint_stable_and_sensitive() -> None:
+    a = {"lr": 0.1, "epochs": 3}
+    assert fingerprint(a) == fingerprint({"epochs": 3, "lr": 0.1})
+    assert fingerprint(a) != fingerprint({"lr": 0.1, "epochs": 4})
+    assert len(fingerprint(a)) == 16
+
+
+def _config_files(repo_root: Path) -> list[Path]:
+    return sorted(p for ext in ("*.yaml", "*.yml") for p in (repo_root / "config").rglob(ext))
+
+
+def test_every_config_in_repo_validates(repo_root: Path) -> None:
+    files = _config_files(repo_root)
+    assert repo_root / "config" / "config.yaml" in files
+    problems = []
+    for path in files:
+        try:
+            cfg = load_config(path)
+            for name in cfg["datasets"]:
+                dataset_settings(cfg, name)
+        except ConfigError as e:
+            problems.append(f"{path.relative_to(repo_root)}: {e}")
+    assert not problems, "\n".join(problems)
