@@ -133,26 +133,35 @@ class _RefIndex:
     """References prepared for searching; all tensors live on ``device``.
 
     "Columns" are the references in group order, each group padded to ``s`` columns; ``G`` is the
-    number of groups, ``d`` the projection dimension, ``C`` the number of classes.
+    number of groups, ``d`` the projection dimension, ``C`` the number of classes. Coordinates
+    are centred on ``mu64`` (the mean reference) unless stated otherwise.
     """
 
     k: int
     num_classes: int
     device: torch.device
     s: int  # padded group width, a multiple of _TUPLE
-    c_lb: float  # rounding allowance of the lower bound, relative to ||q||^2 + ||r||^2
+    c_ball: float  # rounding allowance of the ball bound, relative to ||q||^2 + ||r||^2
+    c_lb: float  # ... of the per-reference bound
     c_e: float  # error bound of a float32 distance, relative to ||q||^2 + ||r||^2
-    mu64: torch.Tensor  # (T,) float64 centre (mean reference)
-    r64: torch.Tensor  # (M, T) float64 references minus mu64, original order
+    c_in: float  # ... of rounding the centred inputs to float32, relative to the same
+    nr_max: float  # largest squared norm of a reference
+    mu64: torch.Tensor  # (T,) float64 mean reference, in input coordinates
+    r64: torch.Tensor  # (M, T) float64 centred references, original order
     nr64: torch.Tensor  # (M,) float64 squared norms of r64
     labels: torch.Tensor  # (M,) int64
     proj64: torch.Tensor  # (d, T) float64 orthonormal rows
+    ball_c: torch.Tensor  # (d, G) float64 group centres in the projection
+    ball_cn: torch.Tensor  # (G,) float64 their squared norms
+    ball_r: torch.Tensor  # (G,) float64 group radii in the projection
+    ball_rho_mid: torch.Tensor  # (G,) float64 middle of the group's residual-norm range
+    ball_rho_half: torch.Tensor  # (G,) float64 half width of that range
+    nr_max_g: torch.Tensor  # (G,) float64 largest squared norm in each group
     lb_rhs: torch.Tensor  # (d+2, G*s) float32 rows -2 z_r, -2 rho_r, ||r||^2 (pads 0, 0, _BIG)
-    lb_slack_g: torch.Tensor  # (G,) float32 rounding allowance from the reference side
-    seed_rhs: torch.Tensor  # (G, T+2, k) float32 rows -2 r, ||r||^2, 1 of each group's seeds
+    seed_lhs: torch.Tensor  # (G, k, T+2) float32 rows [-2 r, ||r||^2, 1] of each group's seeds
     seed_nrmax: torch.Tensor  # (G,) float32 largest squared norm among the seeds
-    centres64: torch.Tensor  # (G, T) float64 group centres in input coordinates
-    cols64: torch.Tensor  # (G*s, T) float64 references in input coordinates (pads 0)
+    centres32: torch.Tensor  # (G, T) float32 group centres
+    cols32: torch.Tensor  # (G*s, T) float32 references in column order (pads 0)
     pad: torch.Tensor  # (G*s,) bool padding columns
     col_ref: torch.Tensor  # (G*s,) int64 reference index (pads 0)
     col_lab: torch.Tensor  # (G*s,) int64 class (pads 0; pads are never selected)
@@ -167,7 +176,8 @@ def _build_index(
     refs: np.ndarray, labels: np.ndarray, num_classes: int, k: int, device: torch.device
 ) -> _RefIndex:
     m, t = refs.shape
-    r_in = torch.as_tensor(refs, device=device).to(torch.float64)
+    f64 = torch.float64
+    r_in = torch.as_tensor(refs, device=device).to(f64)
     mu64 = r_in.mean(0)
     r64 = r_in - mu64
     nr64 = (r64 * r64).sum(1)
@@ -187,31 +197,44 @@ def _build_index(
         pad_np[j * s : j * s + len(g)] = False
     col_ref = torch.as_tensor(col_ref_np, device=device)
     pad = torch.as_tensor(pad_np, device=device)
-    real = (~pad).to(torch.float64)[:, None]
+    real = (~pad).to(f64)[:, None]
     lab = torch.as_tensor(lab_np, device=device)
+    grp = pad.view(n_g, s)
+
+    # ball bound per group: centre and radius in the projection, range of residual norms
+    zc = (z64[col_ref] * real).view(n_g, s, d)
+    sizes = (~grp).sum(1, keepdim=True).to(f64)
+    ball_c = zc.sum(1) / sizes
+    ball_r = torch.where(grp, 0.0, (zc - ball_c[:, None]).norm(dim=2)).amax(1)
+    rho_c = rho64[col_ref].view(n_g, s)
+    rho_lo = torch.where(grp, torch.inf, rho_c).amin(1)
+    rho_hi = torch.where(grp, -torch.inf, rho_c).amax(1)
 
     nr_cols = torch.where(pad, 0.0, nr64[col_ref])
     lb_rhs = torch.cat(
         [-2.0 * z64[col_ref] * real, -2.0 * rho64[col_ref, None] * real, nr_cols[:, None]], 1
     )
     lb_rhs[pad, -1] = _BIG
-    # Rounding allowances, both doubled for safety. Lower bound: inputs rounded to float32 (4u),
-    # float64 projection (negligible), float32 GEMM with d + 2 terms plus one addition.
-    # Float32 distance ||q||^2 + ||r||^2 - 2 q.r in one GEMM of T + 2 terms: (T + 2) u times
+    # Rounding allowances (doubled for safety), relative to ||q||^2 + ||r||^2. Ball bound: in
+    # float64, then rounded to float32 (u). Per-reference bound: inputs rounded to float32
+    # (4u), float64 projection (negligible), float32 GEMM of d + 2 terms plus one addition.
+    # Float32 distance ||q||^2 + ||r||^2 - 2 q.r as one GEMM of T + 2 terms: (T + 2) u times
     # 2 ||q|| ||r|| + ||q||^2 + ||r||^2 <= 2 (||q||^2 + ||r||^2), squared norms T u each,
-    # input rounding 4u.
+    # input rounding 4u. Re-centring rounded inputs on a group centre adds 4u of the norms
+    # about the mean.
+    c_ball = 2.0 * (_U32 + 64 * (t + d) * _U64)
     c_lb = 2.0 * (d + 8) * _U32
     c_e = 2.0 * (4 * t + 16) * _U32
+    c_in = 8.0 * _U32
 
-    centres = torch.zeros(n_g, t, dtype=torch.float64, device=device)
+    centres = torch.zeros(n_g, t, dtype=f64, device=device)
     grp_of_col = torch.arange(n_g, device=device).repeat_interleave(s)
     centres.index_add_(0, grp_of_col[~pad], r64[col_ref[~pad]])
-    sizes = torch.as_tensor([len(g) for g in groups], device=device, dtype=torch.float64)
-    centres /= sizes[:, None]
+    centres /= sizes
     dc = (centres * centres).sum(1)[:, None] + nr64[None] - 2 * centres @ r64.T  # (G, M)
     seed_idx = torch.topk(dc, k, dim=1, largest=False).indices  # (G, k)
     seeds = r64[seed_idx]  # (G, k, T)
-    seed_rhs = torch.cat(
+    seed_lhs = torch.cat(
         [-2.0 * seeds, nr64[seed_idx][..., None], torch.ones_like(seeds[..., :1])], 2
     )
     group_lab = lab[col_ref.view(n_g, s)[:, 0]]
@@ -220,24 +243,35 @@ def _build_index(
         num_classes=num_classes,
         device=device,
         s=s,
+        c_ball=c_ball,
         c_lb=c_lb,
         c_e=c_e,
+        c_in=c_in,
+        nr_max=float(nr64.max()),
         mu64=mu64,
         r64=r64,
         nr64=nr64,
         labels=lab,
         proj64=proj64,
+        ball_c=ball_c.T.contiguous(),
+        ball_cn=(ball_c * ball_c).sum(1),
+        ball_r=ball_r,
+        ball_rho_mid=(rho_lo + rho_hi) / 2,
+        ball_rho_half=(rho_hi - rho_lo) / 2,
+        nr_max_g=nr_cols.view(n_g, s).amax(1),
         lb_rhs=lb_rhs.T.contiguous().to(torch.float32),
-        lb_slack_g=(c_lb * nr_cols.view(n_g, s).amax(1)).to(torch.float32),
-        seed_rhs=seed_rhs.transpose(1, 2).contiguous().to(torch.float32),
+        seed_lhs=seed_lhs.contiguous().to(torch.float32),
         seed_nrmax=nr64[seed_idx].amax(1).to(torch.float32),
-        centres64=centres + mu64,
-        cols64=(r_in[col_ref] * real).contiguous(),
+        centres32=centres.to(torch.float32),
+        cols32=(r64[col_ref] * real).to(torch.float32).contiguous(),
         pad=pad,
         col_ref=col_ref,
         col_lab=lab[col_ref],
         group_onehot=torch.nn.functional.one_hot(group_lab, num_classes).to(torch.float32),
     )
+
+
+_now = time.perf_counter
 
 
 class _Clock:
@@ -246,7 +280,7 @@ class _Clock:
     def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
         self.timings = timings
         self.cuda = device.type == "cuda"
-        self.last = time.perf_counter()
+        self.last = _now()
         self.lock = threading.Lock()
 
     def __call__(self, stage: str, count: int | None = None) -> None:
@@ -258,7 +292,7 @@ class _Clock:
             return
         if self.cuda:
             torch.cuda.synchronize()
-        now = time.perf_counter()
+        now = _now()
         with self.lock:
             self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
         self.last = now
@@ -344,37 +378,42 @@ def _exact_rows(ix: _RefIndex, x_in: torch.Tensor) -> torch.Tensor:
 
 def _prepare(
     ix: _RefIndex, x_in: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centred augmented queries, their squared norms and group lower bounds.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centre and project a batch ``x_in`` (b, T) of queries (input coordinates).
 
-    Returns ``xa`` (b, T+2) float32 rows ``[x - mu, 1, ||x - mu||^2]``, ``nq`` (b,) float32 and
-    ``lbg`` (b, G) float32 lower bounds of the squared distance to each group.
+    Returns ``xa`` (b, T+2) float32 rows ``[x, 1, ||x||^2]``, ``aq`` (b, d+2) float32 rows
+    ``[z, rho, 1]``, ``nq`` (b,) float32 ``||x||^2``, ``ball`` (b, G) float32 lower bounds of the
+    squared distance to each group, and ``home`` (b,) int64 the group with the nearest centre.
     """
     b, t = x_in.shape
-    dev = ix.device
+    d, n_g, dev = len(ix.proj64), ix.g, ix.device
     xa = torch.empty(b, t + 2, device=dev)
+    aq = torch.empty(b, d + 2, device=dev)
     nq = torch.empty(b, device=dev)
-    lbg = torch.empty(b, ix.g, device=dev)
-    d = len(ix.proj64)
+    ball = torch.empty(b, n_g, device=dev)
+    home = torch.empty(b, dtype=torch.int64, device=dev)
     for a in range(0, b, _PREP_ROWS):
         x64 = x_in[a : a + _PREP_ROWS].to(torch.float64) - ix.mu64
         n = len(x64)
         nq64 = torch.linalg.vector_norm(x64, dim=1).square_()
         z = x64 @ ix.proj64.T
-        aq = torch.empty(n, d + 2, device=dev)
-        aq[:, :d] = z
-        aq[:, d] = (nq64 - torch.linalg.vector_norm(z, dim=1).square_()).clamp_min_(0).sqrt_()
-        aq[:, d + 1] = 1.0
+        zn = torch.linalg.vector_norm(z, dim=1).square_()
+        rho = (nq64 - zn).clamp_min_(0).sqrt_()
+        dz2 = torch.addmm(ix.ball_cn, z, ix.ball_c, alpha=-2.0).add_(zn[:, None]).clamp_min_(0)
+        torch.argmin(dz2, dim=1, out=home[a : a + n])
+        far = dz2.sqrt_().sub_(ix.ball_r).clamp_min_(0).square_()
+        gap = (rho[:, None] - ix.ball_rho_mid).abs_().sub_(ix.ball_rho_half).clamp_min_(0)
+        far += gap.square_()
+        far -= ix.c_ball * (nq64[:, None] + ix.nr_max_g)
+        ball[a : a + n] = far
         xa[a : a + n, :t] = x64
         xa[a : a + n, t] = 1.0
         xa[a : a + n, t + 1] = nq64
+        aq[a : a + n, :d] = z
+        aq[a : a + n, d] = rho
+        aq[a : a + n, d + 1] = 1.0
         nq[a : a + n] = nq64
-        for c in range(0, n, _LB_ROWS):
-            part = aq[c : c + _LB_ROWS] @ ix.lb_rhs
-            torch.amin(part.view(len(part), ix.g, ix.s), dim=2, out=lbg[a + c : a + c + len(part)])
-    lbg += (nq * (1.0 - ix.c_lb))[:, None]
-    lbg -= ix.lb_slack_g
-    return xa, nq, lbg
+    return xa, aq, nq, ball, home
 
 
 def _count(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

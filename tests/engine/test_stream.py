@@ -6,6 +6,7 @@ The data are real PNG files in the imagefolder layout (ROOT/<split>/<class>/<ima
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def _write_tree(root: Path, *, n_train: int = 160, n_test: int = 40, side: int =
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread() -> Any:
+def one_torch_thread() -> Iterator[None]:
     """Tiny models run fastest on one intra-op thread (and do not fight the decoding threads)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,0 +1,150 @@
+"""End-to-end runs of the Snakemake DAG and the DVC stage on a tiny digits config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread is fastest and avoids oversubscription
+    return env
+
+
+def _tiny_config(tmp: Path, *, epochs: int = 2, subset: int = 300, name: str = "tiny") -> Path:
+    cfg = {
+        "name": name,
+        "seeds": [0],
+        "device": "cpu",
+        "results": str(tmp / "results"),
+        "defaults": {
+            "cscores": {"method": "learning_speed", "epochs": 2},
+            "probes": {"train_size": 5, "heldout_size": 5, "ood_blur_kernel": 3},
+            "train": {"model": "small_cnn", "model_options": {"width": 8}, "epochs": epochs,
+                      "batch_size": 64, "lr": 0.05, "crop_padding": 1, "flip": False},
+        },
+        "datasets": {"digits": {"subset": subset}},
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _snakemake(repo: Path, workdir: Path, config: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "-s", str(repo / "Snakefile"), "--directory", str(workdir),
+           "--profile", str(repo / "profiles" / "default"), "--configfile", str(config), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), **kw)
+
+
+def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path)
+    first = _snakemake(repo_root, tmp_path, config)
+    assert first.returncode == 0, first.stderr[-3000:]
+    res = tmp_path / "results"
+    for rel in ("report/index.html", "report/metrics.json", "figures/digits/fig3.png", "figures/digits/fig4.png",
+                "figures/digits/fig3.svg", "assign/digits/seed0/metadata.parquet", "runs/digits/seed0/loss.npy",
+                "data/digits/summary.json", "cscores/digits.npz"):
+        assert (res / rel).is_file(), rel
+    metrics = json.loads((res / "report/metrics.json").read_text())
+    assert 0.0 <= metrics["digits"]["heldout_6-probe"]["mean"] <= 1.0
+    html = (res / "report/index.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2 and "Held-out probe accuracy" in html
+    for step in ("train/digits/seed0", "assign/digits/seed0", "probes/digits/seed0"):
+        assert (res / "logs" / f"{step}.log").is_file() and (res / "benchmarks" / f"{step}.tsv").is_file()
+    again = _snakemake(repo_root, tmp_path, config, "-n")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_killed_training_resumes_from_checkpoint(repo_root: Path, tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, epochs=6, subset=600)
+    partial = tmp_path / "results/runs/digits/seed0.partial"
+    cmd = [str(BIN / "snakemake"), "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+           "--profile", str(repo_root / "profiles" / "default"), "--configfile", str(config), "--cores", "2",
+           "all_train"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+                            start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and not (partial / "checkpoint.pt").exists():
+            assert proc.poll() is None, "snakemake ended before training wrote a checkpoint"
+            time.sleep(0.2)
+        assert (partial / "checkpoint.pt").exists(), "no checkpoint within the time limit"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: snakemake and its `mapd train` child
+        proc.wait(timeout=120)
+    assert not (tmp_path / "results/runs/digits/seed0/loss.npy").exists()
+    rerun = _snakemake(repo_root, tmp_path, config, "all_train")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (tmp_path / "results/logs/train/digits/seed0.log").read_text()
+    assert "resuming from" in log
+    loss = np.load(tmp_path / "results/runs/digits/seed0/loss.npy")
+    rows = len(pd.read_parquet(tmp_path / "results/probes/digits/seed0/examples.parquet"))
+    assert loss.shape == (rows, 6) and np.isfinite(loss).all()
+    assert not partial.exists()
+
+
+def test_paper_config_dry_run_lists_full_dag(repo_root: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--configfile", str(repo_root / "config/paper.yaml"),
+         "--config", f"results={tmp_path}/paper"],
+        cwd=repo_root, capture_output=True, text=True, env=_env(),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    cfg = yaml.safe_load((repo_root / "config/paper.yaml").read_text())
+    n = len(cfg["datasets"]) * len(cfg["seeds"])
+    for rule in ("train", "probes", "assign"):
+        assert any(line.split()[:2] == [rule, str(n)] for line in text.splitlines()), f"{rule} x{n} not in DAG"
+
+
+def test_lint_has_no_errors(repo_root: Path) -> None:
+    out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=repo_root, capture_output=True, text=True,
+                         env=_env())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_invalid_config_stops_the_workflow_with_a_clear_message(repo_root: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"seeds": [0], "datasets": {"digits": {"train": {"epochs": -1}}}}))
+    out = _snakemake(repo_root, tmp_path, bad, "-n")
+    assert out.returncode != 0
+    assert "datasets/digits/train/epochs" in out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed to clone the repository for dvc")
+def test_dvc_repro_runs_the_default_stage_then_is_a_no_op(repo_root: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo_root), str(clone)], check=True)
+    # keep the default config's structure (digits, default results folder) but make it tiny
+    cfg = yaml.safe_load((clone / "config/config.yaml").read_text())
+    cfg["seeds"] = [0]
+    cfg["defaults"]["cscores"]["epochs"] = 2
+    cfg["defaults"]["train"].update(epochs=2, model_options={"width": 8})
+    cfg["defaults"]["probes"].update(train_size=5, heldout_size=5)
+    cfg["datasets"]["digits"] = {"subset": 300}
+    (clone / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    env = _env()
+    first = subprocess.run([str(BIN / "dvc"), "repro"], cwd=clone, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (clone / "results/report/index.html").is_file() and (clone / "dvc.lock").is_file()
+    second = subprocess.run([str(BIN / "dvc"), "repro"], cwd=clone, capture_output=True, text=True, env=env)
+    assert second.returncode == 0
+    assert "didn't change, skipping" in second.stdout or "up to date" in second.stdout, second.stdout
