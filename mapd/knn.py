@@ -425,46 +425,47 @@ def _count(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 def _rank_home_group(
     ix: _RefIndex,
     h: int,
-    x_rows: torch.Tensor,
+    xh: torch.Tensor,
+    nq: torch.Tensor,
     cols: torch.Tensor,
     extra: int,
     counts_mode: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank queries ``x_rows`` (n, T, input coordinates) of home group ``h`` against ``cols``.
+    """Rank queries of home group ``h`` against the reference columns ``cols`` (W,).
 
-    Returns ``(result, ok)``: class counts (n, C) float64 or neighbour indices (n, k) int64, and
-    (n,) bool, False where the float32 result is not certified (those rows go to _exact_rows).
+    ``xh`` (n, T+2) float32 is a scratch copy of the queries' ``[x, 1, ||x||^2]`` rows and ``nq``
+    (n,) their squared norms. Returns class counts (n, C) float64 or neighbour indices (n, k)
+    int64, and (n,) bool: False where the float32 result is not certified.
     """
     k, c, dev = ix.k, ix.num_classes, ix.device
-    n, t = x_rows.shape
-    w = len(cols)
-    centre = ix.centres64[h]
-    xh = torch.empty(n, t + 2, device=dev)
-    x64 = x_rows.to(torch.float64) - centre
-    xh[:, :t] = x64
-    xh[:, t] = 1.0
-    nqh64 = torch.linalg.vector_norm(x64, dim=1).square_()
-    xh[:, t + 1] = nqh64
-    nqh = nqh64.to(torch.float32)
-    r64 = ix.cols64[cols] - centre
-    nrh64 = torch.linalg.vector_norm(r64, dim=1).square_()
+    n, t2 = xh.shape
+    t, w = t2 - 2, len(cols)
+    # re-centre on the group centre: smaller norms, smaller rounding errors
+    centre = ix.centres32[h]
+    xh[:, :t] -= centre
+    nqh = torch.linalg.vector_norm(xh[:, :t], dim=1).square_()
+    xh[:, t + 1] = nqh
+    rh = ix.cols32[cols] - centre
+    nrh = torch.linalg.vector_norm(rh, dim=1).square_()
     pad = ix.pad[cols]
-    rhs = torch.empty(t + 2, w, device=dev)
-    rhs[:t] = (-2.0 * r64).T
-    rhs[t] = torch.where(pad, _BIG, nrh64)
+    rhs = torch.empty(t2, w, device=dev)
+    rhs[:t] = rh.T
+    rhs[:t] *= -2.0
+    rhs[t] = torch.where(pad, _BIG, nrh)
     rhs[t + 1] = 1.0
     dist = xh @ rhs  # (n, W) squared distances
-    nrh = torch.where(pad, 0.0, nrh64).to(torch.float32)
-    e_u = ix.c_e * (nqh + nrh.amax())  # error bound of any distance in the block
+    nrh.masked_fill_(pad, 0.0)
+    e_in = ix.c_in * (nq + ix.nr_max)
+    e_u = ix.c_e * (nqh + nrh.amax()) + e_in  # error bound of any distance in the block
+    labc = ix.col_lab[cols]
 
     # two-level selection: tuple minima -> best tuples -> their elements
     ntup = w // _TUPLE
     kk = k + extra
-    labc = ix.col_lab[cols]
     if ntup <= kk:  # too few columns for tuples to pay off: rank them all
         cand = torch.arange(w, device=dev).expand(n, w)
         thr = torch.full((n,), torch.inf, device=dev)
-        return _finish(ix, dist, cand, thr, nqh, nrh, e_u, labc, cols, counts_mode)
+        return _finish(ix, dist, cand, thr, nqh, nrh, e_u, e_in, labc, cols, counts_mode)
     tmin = dist.view(n, ntup, _TUPLE).amin(2)
     tv, ti = torch.topk(tmin, kk, dim=1, largest=False, sorted=True)
     thr = tv[:, -1]  # every tuple not selected has a minimum >= thr
@@ -481,12 +482,11 @@ def _rank_home_group(
         ok = torch.ones(n, dtype=torch.bool, device=dev)
         if len(todo) == 0:
             return res, ok
-        dist, ti, thr, nqh, e_u = dist[todo], ti[todo], thr[todo], nqh[todo], e_u[todo]
-    else:
-        todo = None
+        dist, ti, thr = dist[todo], ti[todo], thr[todo]
+        nqh, e_u, e_in = nqh[todo], e_u[todo], e_in[todo]
     offs = torch.arange(_TUPLE, device=dev)
     cand = (ti[:, :, None] * _TUPLE + offs).flatten(1)  # (n', kk * _TUPLE)
-    part, good = _finish(ix, dist, cand, thr, nqh, nrh, e_u, labc, cols, counts_mode)
+    part, good = _finish(ix, dist, cand, thr, nqh, nrh, e_u, e_in, labc, cols, counts_mode)
     if not counts_mode:
         return part, good
     res[todo] = part
@@ -502,6 +502,7 @@ def _finish(
     nqh: torch.Tensor,
     nrh: torch.Tensor,
     e_u: torch.Tensor,
+    e_in: torch.Tensor,
     labc: torch.Tensor,
     cols: torch.Tensor,
     counts_mode: bool,
@@ -515,9 +516,9 @@ def _finish(
     cv = dist.gather(1, cand)
     v, p = torch.topk(cv, k, dim=1, largest=False, sorted=True)
     vk = v[:, -1]
-    e_c = ix.c_e * (nqh + nrh[cand].amax(1))  # error bound of the candidates
+    e_c = ix.c_e * (nqh + nrh[cand].amax(1)) + e_in  # error bound of the candidates
     good = thr > vk + e_c + e_u  # every non-candidate is farther than any selected one
-    zone = (cv - vk[:, None]).abs() <= 2 * e_c[:, None]
+    zone = (cv - vk[:, None]).abs_() <= 2 * e_c[:, None]
     sel = cand.gather(1, p)
     if counts_mode:
         zl = labc[cand]
@@ -535,44 +536,60 @@ def _search_batch(
     k, c, dev = ix.k, ix.num_classes, ix.device
     n_g, s = ix.g, ix.s
     b = len(x_in)
-    xa, nq, lbg = _prepare(ix, x_in)
-    clock("bound")
-    home = lbg.argmin(1)
+    xa, aq, nq, ball, home = _prepare(ix, x_in)
+    clock("prepare")
+    # sort by home group; the home seeds give U >= d_k (plus the rounding allowance)
     order = torch.argsort(home, stable=True)
     bounds = [0, *torch.bincount(home, minlength=n_g).cumsum(0).tolist()]
-    xs, nqs, lbs, homes = xa[order], nq[order], lbg[order], home[order]
+    xs, aqs, nqs, balls, homes = xa[order], aq[order], nq[order], ball[order], home[order]
     umax = torch.empty(b, device=dev)
     for h in range(n_g):
         lo, hi = bounds[h], bounds[h + 1]
         if hi > lo:
-            torch.amax(xs[lo:hi] @ ix.seed_rhs[h], dim=1, out=umax[lo:hi])
-    u = umax + ix.c_e * (nqs + ix.seed_nrmax[homes])
-    need = lbs <= u[:, None]  # (b, G): groups that may hold a neighbour
-    clock("seeds")
+            torch.amax(ix.seed_lhs[h] @ xs[lo:hi].T, dim=0, out=umax[lo:hi])
+    u = umax.add_(ix.c_e * (nqs + ix.seed_nrmax[homes]))
+    need = balls <= u[:, None]  # (b, G) groups that may hold a neighbour (ball bound)
     if counts_mode:
         present = (need.to(torch.float32) @ ix.group_onehot) > 0
-        mixed = present.sum(1) > 1
-        res = present.to(torch.float64) * ((~mixed)[:, None] * float(k))
+        rest = present.sum(1) > 1
+        res = present.to(torch.float64) * ((~rest)[:, None] * float(k))
     else:
-        mixed = torch.ones(b, dtype=torch.bool, device=dev)
+        rest = torch.ones(b, dtype=torch.bool, device=dev)
         res = torch.zeros(b, k, dtype=torch.int64, device=dev)
-    mpos_all = torch.nonzero(mixed).flatten()
-    mb = [0, *torch.bincount(homes[mpos_all], minlength=n_g).cumsum(0).tolist()]
-    clock("shortcut")
+    rest_pos = torch.nonzero(rest).flatten()
+    rb = [0, *torch.bincount(homes[rest_pos], minlength=n_g).cumsum(0).tolist()]
+    clock("seeds")
     cols_base = torch.arange(s, device=dev)
     redo: list[torch.Tensor] = []
+    n_mixed = 0
     for h in range(n_g):
-        if mb[h + 1] == mb[h]:
+        if rb[h + 1] == rb[h]:
             continue
-        mpos = mpos_all[mb[h] : mb[h + 1]]
-        gids = torch.nonzero(need[mpos].any(0)).flatten()
+        rows = rest_pos[rb[h] : rb[h + 1]]
+        # per-reference lower bounds on the groups the ball bound kept
+        gids = torch.nonzero(need[rows].any(0)).flatten()
         cols = (gids[:, None] * s + cols_base).flatten()
-        part, ok = _rank_home_group(ix, h, x_in[order[mpos]], cols, extra, counts_mode)
-        res[mpos] = part
-        redo.append(mpos[~ok])
+        lb = (aqs[rows] @ ix.lb_rhs[:, cols]).view(len(rows), len(gids), s).amin(2)
+        lb += (nqs[rows] * (1.0 - ix.c_lb))[:, None]
+        lb -= ix.c_lb * ix.nr_max_g[gids]
+        need_r = lb <= u[rows, None]  # (n, len(gids))
+        if counts_mode:
+            present = (need_r.to(torch.float32) @ ix.group_onehot[gids]) > 0
+            mixed = present.sum(1) > 1
+            res[rows] = present.to(torch.float64) * ((~mixed)[:, None] * float(k))
+            rows, need_r = rows[mixed], need_r[mixed]
+            if len(rows) == 0:
+                continue
+        n_mixed += len(rows)
+        gids = gids[need_r.any(0)]
+        cols = (gids[:, None] * s + cols_base).flatten()
+        part, ok = _rank_home_group(ix, h, xs[rows], nqs[rows], cols, extra, counts_mode)
+        res[rows] = part
+        redo.append(rows[~ok])
     clock("rank")
-    clock("mixed_rows", len(mpos_all))
-    bad = torch.cat(redo) if redo else mpos_all[:0]
+    clock("refined_rows", len(rest_pos))
+    clock("mixed_rows", n_mixed)
+    bad = torch.cat(redo) if redo else rest_pos[:0]
     if len(bad):
         nn = _exact_rows(ix, x_in[order[bad]])
         res[bad] = _count(ix.labels[nn], c) if counts_mode else nn
