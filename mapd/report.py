@@ -516,6 +516,7 @@ def _dataset_section(name: str, spec: Mapping[str, Any], gallery_dir: Path) -> d
         (figures / "fig3.png", "Fig. 3: probe accuracy, first- and consistently-learned, losses"),
         (figures / "fig4.png", "Fig. 4: loss trajectories and held-out confusion matrices"),
     ]
+    images += [(Path(p), str(c)) for p, c in spec.get("surfaced", ())]
     images += [
         (p, f"Probe examples (cf. Fig. 2): {category_name(c)}")
         for c, p in _probe_galleries(probes[0], gallery_dir / name)

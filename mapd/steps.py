@@ -212,13 +212,63 @@ def report(config: dict[str, Any], config_path: str | Path, out: str | Path, ben
             "assign": [p["assign"] for p in paths],
             "figures": layout(config, name)["figures"],
         }
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="mapd-surfaced-")
+    for name in datasets:
+        datasets[name]["surfaced"] = surfaced_gallery(config, name, Path(tmp.name) / f"{name}.png")
     present = [f for f in benchmark_files if Path(f).is_file()]
     if len(present) < len(benchmark_files):
         log(f"report: {len(benchmark_files) - len(present)} step benchmark file(s) absent; their times are not shown")
     build_audit_report(out, config_path=config_path, datasets=datasets, benchmark_files=present,
                        title=config["report"]["title"])
+    tmp.cleanup()
     save_json(Path(out).with_name("metrics.json"), audit_metrics(config))
     log(f"report -> {Path(out).resolve()}")
+
+
+def surfaced_gallery(config: dict[str, Any], name: str, out_png: Path, max_classes: int = 10) -> list[tuple[str, str]]:
+    """Paper Figs. 1/5: per assigned category (rows) and class (columns) the training example
+    with the highest probability of that category (first seed). Empty for file-backed sets."""
+    from mapd.io import load_table
+    from mapd.report import gallery_png
+
+    seed = config["seeds"][0]
+    paths = layout(config, name, seed)
+    ds = load_split(config, name, "train")
+    if ds.images is None:
+        return []
+    suite = ProbeSuite.load(paths["probes"])
+    meta = load_table(paths["assign"] / "metadata.parquet")
+    data = meta[meta["role"] == "data"]
+    cats = [c[2:] for c in meta.columns if c.startswith("p_")]
+    classes = list(range(min(ds.num_classes, max_classes)))
+    cells, labels = [], []  # a full grid: an empty cell where no example has that category and class
+    blank = np.full(ds.images.shape[1:], 255, dtype=np.uint8)
+    for cat in cats:
+        pool = data[data["assigned"] == cat]
+        for k in classes:
+            cand = pool[pool["label"] == k]
+            if len(cand):
+                best = cand.sort_values(f"p_{cat}", ascending=False, kind="stable").iloc[0]
+                orig = suite.table["orig_index"].to_numpy()[int(best["row"])]
+                cells.append(ds.images[_positions_of(ds, np.array([orig]))[0]])
+                labels.append(f"{cat}\n{ds.classes[k]} p={best[f'p_{cat}']:.2f}")
+            else:
+                cells.append(blank)
+                labels.append(f"{cat}\n{ds.classes[k]}: none")
+    if not cells:
+        return []
+    gallery_png(np.stack(cells), labels, out_png, ncols=len(classes),
+                title="Training examples surfaced per assigned category (rows) and class (columns)")
+    caption = (f"Examples surfaced by MAP-D (cf. Figs. 1 and 5), seed {seed}: for each assigned category "
+               "and class, the training example with the highest probability of that category")
+    return [(str(out_png), caption)]
+
+
+def _positions_of(ds: ImageDataset, orig_index: np.ndarray) -> np.ndarray:
+    lookup = {int(i): p for p, i in enumerate(ds.index)}
+    return np.array([lookup[int(i)] for i in orig_index], dtype=np.int64)
 
 
 def audit_metrics(config: dict[str, Any]) -> dict[str, Any]:
