@@ -33,6 +33,11 @@ def load_cscores_file(path: str | Path, dataset: ImageDataset) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"C-score file not found: {path}")
+    if dataset.paths is not None and _has_key(path, "filenames"):
+        # the ImageNet file is keyed by image file name, not by position
+        from mapd.data.imagenet import match_cscores_by_filename
+
+        return match_cscores_by_filename(dataset, path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
@@ -66,6 +71,14 @@ def load_cscores_file(path: str | Path, dataset: ImageDataset) -> np.ndarray:
     if not np.isfinite(out).all():
         raise DataError(f"C-score file {path} contains NaN or inf scores")
     return out
+
+
+def _has_key(path: Path, key: str) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return key in f.files
+    except (ValueError, OSError, EOFError):
+        return False
 
 
 def save_cscores(path: str | Path, dataset: ImageDataset, scores: np.ndarray, *, method: str) -> None:

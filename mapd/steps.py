@@ -99,7 +99,9 @@ def train(config: dict[str, Any], name: str, seed: int, probes_dir: str | Path, 
     s = dataset_settings(config, name)
     suite = ProbeSuite.load(probes_dir)
     ds = load_split(config, name, "train")
-    test = load_split(config, name, "test") if "test" in _splits(s) else None
+    # the evaluation split: test, or val where a data set publishes no test labels (ImageNet)
+    eval_split = next((sp for sp in ("test", "val") if sp in _splits(s)), None)
+    test = load_split(config, name, eval_split) if eval_split else None
     streaming = ds.images is None
     if streaming:  # file-backed: data rows are decoded from their files every epoch
         _check_probe_size(suite, s["train"], name)
