@@ -59,38 +59,61 @@ def audit(
         cscores: (N,) consistency scores for typical/atypical; estimated if None.
         workdir: checkpoint folder (resumable); a temporary one if None.
     """
-    cfg = validate_config({"seeds": [seed], "datasets": {dataset.name: {}}, "defaults": settings or {}})
+    cfg = validate_config(
+        {"seeds": [seed], "datasets": {dataset.name: {}}, "defaults": settings or {}}
+    )
     s = dataset_settings(cfg, dataset.name)
     p = s["probes"]
     source = "given"
     if cscores is None and {"typical", "atypical"} & set(p["categories"]):
-        cscores, source = compute_cscores(dataset, settings=s["cscores"], train=s["train"], seed=seed, device=device)
+        cscores, source = compute_cscores(
+            dataset, settings=s["cscores"], train=s["train"], seed=seed, device=device
+        )
     suite = build_probe_suite(
-        dataset, categories=p["categories"], train_size=p["train_size"], heldout_size=p["heldout_size"], seed=seed,
-        cscores=cscores, cscore_source=source, corrupted_std=p["corrupted_std"],
-        ood_blur_kernel=p["ood_blur_kernel"], random_inputs_kind=p["random_inputs"],
+        dataset,
+        categories=p["categories"],
+        train_size=p["train_size"],
+        heldout_size=p["heldout_size"],
+        seed=seed,
+        cscores=cscores,
+        cscore_source=source,
+        corrupted_std=p["corrupted_std"],
+        ood_blur_kernel=p["ood_blur_kernel"],
+        random_inputs_kind=p["random_inputs"],
     )
     with tempfile.TemporaryDirectory() as tmp:
         res = train_trajectories(
-            suite.images(dataset), suite.labels, num_classes=dataset.num_classes, train=s["train"], seed=seed,
-            workdir=workdir or tmp, test_images=None if test is None else test.images,
-            test_labels=None if test is None else test.labels, device=device,
+            suite.images(dataset),
+            suite.labels,
+            num_classes=dataset.num_classes,
+            train=s["train"],
+            seed=seed,
+            workdir=workdir or tmp,
+            test_images=None if test is None else test.images,
+            test_labels=None if test is None else test.labels,
+            device=device,
         )
     a = s["assign"]
     built = set(p["categories"])
-    heldout = {name: heldout_accuracy(res.loss, suite.table, categories=cats, k=a["k"])
-               for name, cats in a["settings"].items() if set(cats) <= built}
+    heldout = {
+        name: heldout_accuracy(res.loss, suite.table, categories=cats, k=a["k"])
+        for name, cats in a["settings"].items()
+        if set(cats) <= built
+    }
     metadata = assign_metadata(res.loss, suite.table, categories=a["settings"][a["use"]], k=a["k"])
     return AuditResult(suite, res.loss, res.correct, metadata, heldout, res.metrics)
 
 
 def probe_sizes_for(n: int, n_source_categories: int) -> int:
-    """Probes per category (train = held-out) so that probe sources take at most ~25% of the data."""
+    """Probes per category (train = held-out) so that probe sources take at most ~25% of data."""
     return int(max(5, min(250, n // (8 * max(n_source_categories, 1)))))
 
 
 def run_audit(config: dict[str, Any], config_path: str | Path) -> Path:
-    """Run every step for every data set and seed of ``config`` in this process; return the report."""
+    """Run every step for every data set and seed of ``config`` in this process.
+
+    Returns the path of the HTML report.
+    """
     for name in config["datasets"]:
         steps.data_summary(config, name, steps.layout(config, name)["summary"])
         s = dataset_settings(config, name)
@@ -105,29 +128,47 @@ def run_audit(config: dict[str, Any], config_path: str | Path) -> Path:
             steps.train(config, name, seed, paths["probes"], paths["run"])
             steps.assign(config, name, paths["probes"], paths["run"], paths["assign"])
             seeds.append(paths)
-        steps.figures([p["probes"] for p in seeds], [p["run"] for p in seeds], [p["assign"] for p in seeds],
-                      steps.layout(config, name)["figures"])
+        steps.figures(
+            [p["probes"] for p in seeds],
+            [p["run"] for p in seeds],
+            [p["assign"] for p in seeds],
+            steps.layout(config, name)["figures"],
+        )
     report = Path(config["results"]) / "report" / "index.html"
     steps.report(config, config_path, report, [])
     return report
 
 
-def imagefolder_config(root: str | Path, out: str | Path, *, seeds: list[int], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A config auditing the image tree/manifest at ``root``, with probe sizes scaled to its size."""
+def imagefolder_config(
+    root: str | Path, out: str | Path, *, seeds: list[int], overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A config auditing the image tree/manifest at ``root``, probe sizes scaled to its size."""
     from mapd.data import load_dataset
     from mapd.probes import _FROM_DATA
 
-    options: dict[str, Any] = {"manifest": str(root)} if str(root).endswith(".csv") else {"root": str(root)}
+    options: dict[str, Any] = (
+        {"manifest": str(root)} if str(root).endswith(".csv") else {"root": str(root)}
+    )
     n = len(load_dataset("imagefolder", "train", **options))
     base = validate_config({"seeds": seeds, "datasets": {"imagefolder": {}}})
     cats = base["defaults"]["probes"]["categories"]
     size = probe_sizes_for(n, sum(c in _FROM_DATA for c in cats))
-    defaults = deep_merge({"probes": {"train_size": size, "heldout_size": size}, "cscores": {"method": "learning_speed"}},
-                          overrides or {})
-    return validate_config({
-        "name": "imagefolder-audit", "seeds": seeds, "results": str(out),
-        "defaults": defaults, "datasets": {"imagefolder": {"options": options}},
-    })
+    defaults = deep_merge(
+        {
+            "probes": {"train_size": size, "heldout_size": size},
+            "cscores": {"method": "learning_speed"},
+        },
+        overrides or {},
+    )
+    return validate_config(
+        {
+            "name": "imagefolder-audit",
+            "seeds": seeds,
+            "results": str(out),
+            "defaults": defaults,
+            "datasets": {"imagefolder": {"options": options}},
+        }
+    )
 
 
 def write_config(config: dict[str, Any], path: str | Path) -> None:

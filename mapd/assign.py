@@ -13,16 +13,24 @@ from mapd.knn import knn_proba
 
 def _check(loss: np.ndarray, table: pd.DataFrame) -> None:
     if loss.ndim != 2 or len(loss) != len(table):
-        raise DataError(f"trajectories have shape {loss.shape} but the probe suite has {len(table)} rows")
+        raise DataError(
+            f"trajectories have shape {loss.shape} but the probe suite has {len(table)} rows"
+        )
     if not np.isfinite(loss).all():
-        raise DataError(f"trajectories contain NaN/inf in {int((~np.isfinite(loss)).any(1).sum())} rows")
+        raise DataError(
+            f"trajectories contain NaN/inf in {int((~np.isfinite(loss)).any(1).sum())} rows"
+        )
 
 
-def fit_rows(table: pd.DataFrame, categories: list[str], role: str) -> tuple[np.ndarray, np.ndarray]:
+def fit_rows(
+    table: pd.DataFrame, categories: list[str], role: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows with ``role`` whose category is in ``categories``, and their category codes."""
     mask = (table["role"] == role).to_numpy() & table["category"].isin(categories).to_numpy()
     rows = np.flatnonzero(mask)
-    codes = pd.Categorical(table["category"].to_numpy()[rows], categories=categories).codes.astype(np.int64)
+    codes = pd.Categorical(table["category"].to_numpy()[rows], categories=categories).codes.astype(
+        np.int64
+    )
     missing = [c for c in categories if c not in set(table["category"].to_numpy()[rows])]
     if missing:
         raise DataError(f"no {role} probes of categories {missing} in the probe suite")
@@ -30,7 +38,12 @@ def fit_rows(table: pd.DataFrame, categories: list[str], role: str) -> tuple[np.
 
 
 def assign_metadata(
-    loss: np.ndarray, table: pd.DataFrame, *, categories: list[str], k: int = 20, epochs: int | None = None
+    loss: np.ndarray,
+    table: pd.DataFrame,
+    *,
+    categories: list[str],
+    k: int = 20,
+    epochs: int | None = None,
 ) -> pd.DataFrame:
     """Probability of each probe category for every row (Eq. 6) and the argmax (Eq. 7).
 

@@ -27,7 +27,10 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
     for name in available():
         spec = get_spec(name)
-        print(f"{name:16s} {spec.description}\n{'':16s} splits: {', '.join(spec.splits)}; source: {spec.source}")
+        print(
+            f"{name:16s} {spec.description}\n{'':16s} splits: {', '.join(spec.splits)}; "
+            f"source: {spec.source}"
+        )
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -114,21 +117,33 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mapd", description="Metadata Archaeology via Probe Dynamics (MAP-D)")
+    p = argparse.ArgumentParser(
+        prog="mapd", description="Metadata Archaeology via Probe Dynamics (MAP-D)"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn, help: str, *, config: bool = True) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(fn=fn)
         if config:
-            sp.add_argument("--config", required=True, help="YAML config (validated against the schema)")
-            sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
-            sp.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+            sp.add_argument(
+                "--config", required=True, help="YAML config (validated against the schema)"
+            )
+            sp.add_argument(
+                "--device", choices=["auto", "cpu", "cuda"], help="override the config's device"
+            )
+            sp.add_argument(
+                "--threads", type=int, help="CPU threads for torch (default: all cores)"
+            )
         return sp
 
     add("datasets", cmd_datasets, "list the registered data sets", config=False)
 
-    sp = add("data", cmd_data, "load and validate a data set; write its summary (counts per class/group/split)")
+    sp = add(
+        "data",
+        cmd_data,
+        "load and validate a data set; write its summary (counts per class/group/split)",
+    )
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--out", required=True, help="summary JSON")
 
@@ -139,22 +154,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("probes", cmd_probes, "build the probe suite (audit set) of a data set")
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--seed", type=int, required=True)
-    sp.add_argument("--cscores", help="C-score .npz from `mapd cscores` (needed for typical/atypical)")
+    sp.add_argument(
+        "--cscores", help="C-score .npz from `mapd cscores` (needed for typical/atypical)"
+    )
     sp.add_argument("--out", required=True, help="output directory")
 
     sp = add("train", cmd_train, "train on the audit set and record per-example learning curves")
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--seed", type=int, required=True)
     sp.add_argument("--probes", required=True, help="probe-suite directory")
-    sp.add_argument("--out", required=True, help="run directory (loss.npy, correct.npy, metrics.json, model.pt)")
+    sp.add_argument(
+        "--out", required=True, help="run directory (loss.npy, correct.npy, metrics.json, model.pt)"
+    )
 
     sp = add("assign", cmd_assign, "k-NN metadata assignment and the held-out probe check")
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--probes", required=True)
     sp.add_argument("--run", required=True)
-    sp.add_argument("--out", required=True, help="output directory (metadata.parquet/.csv, heldout.json)")
+    sp.add_argument(
+        "--out", required=True, help="output directory (metadata.parquet/.csv, heldout.json)"
+    )
 
-    sp = add("figures", cmd_figures, "Figs. 3 and 4 of one data set across seeds (PNG, SVG, CSV)", config=False)
+    sp = add(
+        "figures",
+        cmd_figures,
+        "Figs. 3 and 4 of one data set across seeds (PNG, SVG, CSV)",
+        config=False,
+    )
     sp.add_argument("--probes", nargs="+", required=True, help="probe-suite directory per seed")
     sp.add_argument("--runs", nargs="+", required=True, help="run directory per seed")
     sp.add_argument("--assign", nargs="+", required=True, help="assign directory per seed")
@@ -162,25 +188,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("report", cmd_report, "the self-contained HTML report of every data set in the config")
     sp.add_argument("--out", required=True, help="output HTML file")
-    sp.add_argument("--benchmarks", nargs="*", help="Snakemake benchmark TSV files (run time per step)")
+    sp.add_argument(
+        "--benchmarks", nargs="*", help="Snakemake benchmark TSV files (run time per step)"
+    )
 
-    sp = add("audit", cmd_audit, "the whole audit in one process: a config, or just an image folder", config=False)
+    sp = add(
+        "audit",
+        cmd_audit,
+        "the whole audit in one process: a config, or just an image folder",
+        config=False,
+    )
     sp.add_argument("--config", help="YAML config (all data sets and seeds in it)")
-    sp.add_argument("--imagefolder", help="ROOT/<class>/<image> tree (or ROOT/<split>/<class>/...) or a CSV manifest")
+    sp.add_argument(
+        "--imagefolder",
+        help="ROOT/<class>/<image> tree (or ROOT/<split>/<class>/...) or a CSV manifest",
+    )
     sp.add_argument("--out", help="results folder (default: the config's, or results/imagefolder)")
     sp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (with --imagefolder)")
     sp.add_argument("--epochs", type=int, help="training epochs (with --imagefolder)")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--threads", type=int)
 
-    sp = add("fetch", cmd_fetch, "download a data set or a published C-score file (hosts with internet)", config=False)
+    sp = add(
+        "fetch",
+        cmd_fetch,
+        "download a data set or a published C-score file (hosts with internet)",
+        config=False,
+    )
     sp.add_argument("target", help="data-set name, or cscores:cifar10 / cscores:cifar100")
     sp.add_argument("--root", required=True, help="directory to put it in")
 
-    sp = add("bench", cmd_bench, "speed benchmarks of the engine and the k-NN -> OUT/*.json", config=False)
-    sp.add_argument("--out", default="results/bench", help="output directory (default results/bench)")
-    sp.add_argument("--quick", action="store_true", help="small sizes (smoke test), not the acceptance sizes")
-    sp.add_argument("--cifar10-root", help="time on the real CIFAR-10 (cifar-10-batches-py under this root)")
+    sp = add(
+        "bench",
+        cmd_bench,
+        "speed benchmarks of the engine and the k-NN -> OUT/*.json",
+        config=False,
+    )
+    sp.add_argument(
+        "--out", default="results/bench", help="output directory (default results/bench)"
+    )
+    sp.add_argument(
+        "--quick", action="store_true", help="small sizes (smoke test), not the acceptance sizes"
+    )
+    sp.add_argument(
+        "--cifar10-root", help="time on the real CIFAR-10 (cifar-10-batches-py under this root)"
+    )
     return p
 
 

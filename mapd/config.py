@@ -75,13 +75,15 @@ def _check_dataset(cfg: dict[str, Any], name: str) -> None:
     cats = set(s["probes"]["categories"])
     if use not in s["assign"]["settings"]:
         raise ConfigError(
-            f"datasets/{name}/assign/use: {use!r} is not one of the settings {sorted(s['assign']['settings'])}"
+            f"datasets/{name}/assign/use: {use!r} is not one of the settings "
+            f"{sorted(s['assign']['settings'])}"
         )
     for setting, members in s["assign"]["settings"].items():
         missing = set(members) - cats
         if missing and setting == use:
             raise ConfigError(
-                f"datasets/{name}/assign/settings/{setting}: categories {sorted(missing)} are not built "
+                f"datasets/{name}/assign/settings/{setting}: categories {sorted(missing)} "
+                "are not built "
                 f"(probes/categories is {sorted(cats)})"
             )
     if s["cscores"]["method"] == "file" and not s["cscores"].get("file"):
@@ -90,7 +92,8 @@ def _check_dataset(cfg: dict[str, Any], name: str) -> None:
         raise ConfigError(f"datasets/{name}/cscores/method must be set for typical/atypical probes")
     if s["probes"]["ood_blur_kernel"] % 2 == 0:
         raise ConfigError(
-            f"datasets/{name}/probes/ood_blur_kernel must be odd, got {s['probes']['ood_blur_kernel']}"
+            f"datasets/{name}/probes/ood_blur_kernel must be odd, "
+            f"got {s['probes']['ood_blur_kernel']}"
         )
 
 

@@ -44,7 +44,10 @@ def load_cscores_file(path: str | Path, dataset: ImageDataset) -> np.ndarray:
             raise DataError(f"C-score file {path} is not an .npz archive (labels, scores)")
         with loaded as f:
             if "scores" not in f or "labels" not in f:
-                raise DataError(f"C-score file {path} must have keys 'labels' and 'scores', has {sorted(f.files)}")
+                raise DataError(
+                    f"C-score file {path} must have keys 'labels' and 'scores', "
+                    f"has {sorted(f.files)}"
+                )
             scores, labels = f["scores"].astype(np.float64), f["labels"].astype(np.int64)
             index = f["index"].astype(np.int64) if "index" in f else np.arange(len(scores))
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -64,8 +67,9 @@ def load_cscores_file(path: str | Path, dataset: ImageDataset) -> np.ndarray:
         first = int(np.flatnonzero(mismatch)[0])
         raise DataError(
             f"C-score file {path} disagrees with {dataset.name}/{dataset.split} on the label of "
-            f"{int(mismatch.sum())} of {len(dataset)} examples (first: index {dataset.index[first]}, "
-            f"file says {labels[rows][first]}, data says {dataset.labels[first]}): not the same data set or order"
+            f"{int(mismatch.sum())} of {len(dataset)} examples (first: index "
+            f"{dataset.index[first]}, file says {labels[rows][first]}, data says "
+            f"{dataset.labels[first]}): not the same data set or order"
         )
     out = scores[rows]
     if not np.isfinite(out).all():
@@ -81,13 +85,17 @@ def _has_key(path: Path, key: str) -> bool:
         return False
 
 
-def save_cscores(path: str | Path, dataset: ImageDataset, scores: np.ndarray, *, method: str) -> None:
-    """Write scores in the published format (``labels``, ``scores``) plus ``index`` and ``method``."""
+def save_cscores(
+    path: str | Path, dataset: ImageDataset, scores: np.ndarray, *, method: str
+) -> None:
+    """Write scores in the published format (``labels``, ``scores``) + ``index``, ``method``."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(dataset),):
         raise DataError(f"scores have shape {scores.shape}, expected ({len(dataset)},)")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, labels=dataset.labels, scores=scores, index=dataset.index, method=np.array(method))
+        np.savez(
+            f, labels=dataset.labels, scores=scores, index=dataset.index, method=np.array(method)
+        )
 
 
 def read_method(path: str | Path) -> str:
@@ -99,23 +107,41 @@ TrainFn = Callable[..., Any]
 
 
 def learning_speed_scores(
-    images: np.ndarray, labels: np.ndarray, *, num_classes: int, train: dict[str, Any], seed: int,
-    workdir: str | Path | None = None, device: str = "auto",
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    train: dict[str, Any],
+    seed: int,
+    workdir: str | Path | None = None,
+    device: str = "auto",
 ) -> np.ndarray:
     """(N,) mean over epochs of p(label | x) = exp(-loss) from one training run."""
     from mapd.engine.run import train_trajectories
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train_trajectories(
-            images, labels, num_classes=num_classes, train={**train, "record": "eval"}, seed=seed,
-            workdir=workdir or tmp, device=device,
+            images,
+            labels,
+            num_classes=num_classes,
+            train={**train, "record": "eval"},
+            seed=seed,
+            workdir=workdir or tmp,
+            device=device,
         )
     return np.exp(-result.loss.astype(np.float64)).mean(axis=1)
 
 
 def holdout_scores(
-    images: np.ndarray, labels: np.ndarray, *, num_classes: int, train: dict[str, Any], seed: int,
-    ratios: list[float], runs_per_ratio: int, device: str = "auto",
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    train: dict[str, Any],
+    seed: int,
+    ratios: list[float],
+    runs_per_ratio: int,
+    device: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """(N,) hold-out consistency estimate: mean over ratios of held-out correctness.
@@ -137,18 +163,36 @@ def holdout_scores(
         hits, seen = np.zeros(n), np.zeros(n)
         for run in range(runs_per_ratio):
             member = np.zeros(n, dtype=bool)
-            member[rng.choice(n, size=max(1, int(round(ratio * n))), replace=False)] = True
+            member[rng.choice(n, size=max(1, round(ratio * n)), replace=False)] = True
             held = np.flatnonzero(~member)
             if log:
-                log(f"C-score hold-out: ratio {ratio}, run {run + 1}/{runs_per_ratio}, {member.sum()} train / {len(held)} held out")
+                log(
+                    f"C-score hold-out: ratio {ratio}, run {run + 1}/{runs_per_ratio}, "
+                    f"{member.sum()} train / {len(held)} held out"
+                )
             with tempfile.TemporaryDirectory() as tmp:
                 res = train_trajectories(
-                    images[member], labels[member], num_classes=num_classes,
-                    train={**train, "record": "none"}, seed=seed * 1000 + ri * 100 + run, workdir=tmp,
-                    test_images=images[held], test_labels=labels[held], device=device, log=log,
+                    images[member],
+                    labels[member],
+                    num_classes=num_classes,
+                    train={**train, "record": "none"},
+                    seed=seed * 1000 + ri * 100 + run,
+                    workdir=tmp,
+                    test_images=images[held],
+                    test_labels=labels[held],
+                    device=device,
+                    log=log,
                 )
                 model = res.model
-            correct = _predict_correct(model, images, labels, held, train=train, device=pick_device(device), ref_images=images[member])
+            correct = _predict_correct(
+                model,
+                images,
+                labels,
+                held,
+                train=train,
+                device=pick_device(device),
+                ref_images=images[member],
+            )
             hits[held] += correct
             seen[held] += 1
         per_ratio[ri] = np.where(seen > 0, hits / np.maximum(seen, 1), np.nan)
@@ -167,8 +211,14 @@ def _predict_correct(model, images, labels, rows, *, train, device, ref_images) 
     from mapd.engine.run import make_sources
 
     # normalise with the statistics of the images the model was trained on
-    _, src = make_sources(ref_images, labels[: len(ref_images)], train=train, device=device,
-                          test_images=images[rows], test_labels=labels[rows])
+    _, src = make_sources(
+        ref_images,
+        labels[: len(ref_images)],
+        train=train,
+        device=device,
+        test_images=images[rows],
+        test_labels=labels[rows],
+    )
     model.eval()
     out = []
     with torch.inference_mode():
@@ -179,21 +229,42 @@ def _predict_correct(model, images, labels, rows, *, train, device, ref_images) 
 
 
 def compute_cscores(
-    dataset: ImageDataset, *, settings: dict[str, Any], train: dict[str, Any], seed: int,
-    device: str = "auto", log: Callable[[str], None] | None = None,
+    dataset: ImageDataset,
+    *,
+    settings: dict[str, Any],
+    train: dict[str, Any],
+    seed: int,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, str]:
     """Scores (N,) for ``dataset`` by the configured method, and a description of the source."""
     method = settings["method"]
     if method == "file":
         return load_cscores_file(settings["file"], dataset), f"file:{settings['file']}"
     if dataset.images is None:
-        raise ConfigError(f"{dataset.name}: estimating C-scores needs an in-memory data set; use method 'file'")
+        raise ConfigError(
+            f"{dataset.name}: estimating C-scores needs an in-memory data set; use method 'file'"
+        )
     est_train = {**train, "epochs": settings["epochs"]}
     if method == "learning_speed":
-        return learning_speed_scores(dataset.images, dataset.labels, num_classes=dataset.num_classes,
-                                     train=est_train, seed=seed, device=device), "learning_speed"
+        return learning_speed_scores(
+            dataset.images,
+            dataset.labels,
+            num_classes=dataset.num_classes,
+            train=est_train,
+            seed=seed,
+            device=device,
+        ), "learning_speed"
     if method == "holdout":
-        return holdout_scores(dataset.images, dataset.labels, num_classes=dataset.num_classes, train=est_train,
-                              seed=seed, ratios=settings["ratios"], runs_per_ratio=settings["runs_per_ratio"],
-                              device=device, log=log), "holdout"
+        return holdout_scores(
+            dataset.images,
+            dataset.labels,
+            num_classes=dataset.num_classes,
+            train=est_train,
+            seed=seed,
+            ratios=settings["ratios"],
+            runs_per_ratio=settings["runs_per_ratio"],
+            device=device,
+            log=log,
+        ), "holdout"
     raise ConfigError(f"unknown C-score method {method!r}")

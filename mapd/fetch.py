@@ -27,7 +27,9 @@ def fetch(target: str, root: str | Path) -> list[str]:
     if target.startswith("cscores:"):
         name = target.split(":", 1)[1]
         if name not in CSCORE_FILES:
-            raise ConfigError(f"no published C-score file known for {name!r}; known: {sorted(CSCORE_FILES)}")
+            raise ConfigError(
+                f"no published C-score file known for {name!r}; known: {sorted(CSCORE_FILES)}"
+            )
         fname, md5 = CSCORE_FILES[name]
         download_file(CSCORE_BASE + fname, dest=root / fname, md5=md5)
         return [str(root / fname)]

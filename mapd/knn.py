@@ -63,10 +63,10 @@ _U64 = 2.0**-53  # unit roundoff, float64
 _PCA_DIMS = 12  # dimensions of the lower-bound projection
 _LEAF = 32  # most references per group
 _TUPLE = 4  # columns per tuple in the two-level selection
-_PREP_ROWS = 8192  # rows per float64 preparation step (keeps temporaries small)
-_LB_ROWS = 1024  # rows per lower-bound GEMM (keeps its output in cache)
+_PREP_ROWS = 1024  # rows per float64 step (keeps temporaries in cache)
 _CHECK_ROWS = 65536  # rows per finiteness check (bounds the temporary)
 _BIG = 1e30  # squared norm of padding columns: never a neighbour, finite in GEMMs
+_HOME_MASK = 1023  # low bits of the home-group key (so at most 1024 groups)
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:
@@ -146,7 +146,8 @@ class _RefIndex:
     c_e: float  # error bound of a float32 distance, relative to ||q||^2 + ||r||^2
     c_in: float  # ... of rounding the centred inputs to float32, relative to the same
     nr_max: float  # largest squared norm of a reference
-    mu64: torch.Tensor  # (T,) float64 mean reference, in input coordinates
+    mu32: torch.Tensor  # (T,) float32 mean reference (input coordinates): the centre
+    mu64: torch.Tensor  # (T,) float64 the same values
     r64: torch.Tensor  # (M, T) float64 centred references, original order
     nr64: torch.Tensor  # (M,) float64 squared norms of r64
     labels: torch.Tensor  # (M,) int64
@@ -166,6 +167,7 @@ class _RefIndex:
     col_ref: torch.Tensor  # (G*s,) int64 reference index (pads 0)
     col_lab: torch.Tensor  # (G*s,) int64 class (pads 0; pads are never selected)
     group_onehot: torch.Tensor  # (G, C) float32 class of each group
+    group_ids: torch.Tensor  # (G,) int32 0..G-1
 
     @property
     def g(self) -> int:
@@ -178,7 +180,9 @@ def _build_index(
     m, t = refs.shape
     f64 = torch.float64
     r_in = torch.as_tensor(refs, device=device).to(f64)
-    mu64 = r_in.mean(0)
+    # centre on a float32 vector so queries centred in float32 see exactly the same shift
+    mu32 = r_in.mean(0).to(torch.float32)
+    mu64 = mu32.to(f64)
     r64 = r_in - mu64
     nr64 = (r64 * r64).sum(1)
     d = min(_PCA_DIMS, t, m)
@@ -187,7 +191,9 @@ def _build_index(
     rho64 = (nr64 - (z64 * z64).sum(1)).clamp_min(0).sqrt()
 
     lab_np = np.asarray(labels, dtype=np.int64)
-    groups = _split_groups(z64.cpu().numpy(), lab_np, _LEAF)
+    # leaves of leaf/2..leaf rows: keep the number of groups within the home-key bits
+    leaf = max(_LEAF, -(-2 * m // (_HOME_MASK + 1)))
+    groups = _split_groups(z64.cpu().numpy(), lab_np, leaf)
     s = -(-max(len(g) for g in groups) // _TUPLE) * _TUPLE
     n_g = len(groups)
     col_ref_np = np.zeros(n_g * s, dtype=np.int64)
@@ -248,6 +254,7 @@ def _build_index(
         c_e=c_e,
         c_in=c_in,
         nr_max=float(nr64.max()),
+        mu32=mu32,
         mu64=mu64,
         r64=r64,
         nr64=nr64,
@@ -268,6 +275,7 @@ def _build_index(
         col_ref=col_ref,
         col_lab=lab[col_ref],
         group_onehot=torch.nn.functional.one_hot(group_lab, num_classes).to(torch.float32),
+        group_ids=torch.arange(n_g, dtype=torch.int32, device=device),
     )
 
 
@@ -381,38 +389,50 @@ def _prepare(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centre and project a batch ``x_in`` (b, T) of queries (input coordinates).
 
-    Returns ``xa`` (b, T+2) float32 rows ``[x, 1, ||x||^2]``, ``aq`` (b, d+2) float32 rows
-    ``[z, rho, 1]``, ``nq`` (b,) float32 ``||x||^2``, ``ball`` (b, G) float32 lower bounds of the
-    squared distance to each group, and ``home`` (b,) int64 the group with the nearest centre.
+    Returns ``xa`` (b, T+2) float32 rows ``[x, 1, ||x||^2]`` (``x`` centred and rounded to
+    float32, exactly like the references), ``aq`` (b, d+2) float32 rows ``[z, rho, 1]``, ``nq``
+    (b,) float32 ``||x||^2``, ``ball`` (b, G) float32 lower bounds of the squared distance to
+    each group, and ``home`` (b,) int64 a group with a near centre.
     """
     b, t = x_in.shape
     d, n_g, dev = len(ix.proj64), ix.g, ix.device
     xa = torch.empty(b, t + 2, device=dev)
+    if x_in.dtype == torch.float32:
+        torch.sub(x_in, ix.mu32, out=xa[:, :t])
+    else:
+        for a in range(0, b, _PREP_ROWS):
+            xa[a : a + _PREP_ROWS, :t] = x_in[a : a + _PREP_ROWS].to(torch.float64) - ix.mu64
+    xa[:, t] = 1.0
     aq = torch.empty(b, d + 2, device=dev)
+    aq[:, d + 1] = 1.0
     nq = torch.empty(b, device=dev)
     ball = torch.empty(b, n_g, device=dev)
-    home = torch.empty(b, dtype=torch.int64, device=dev)
+    key = torch.empty(b, n_g, dtype=torch.int32, device=dev)
     for a in range(0, b, _PREP_ROWS):
-        x64 = x_in[a : a + _PREP_ROWS].to(torch.float64) - ix.mu64
+        x64 = xa[a : a + _PREP_ROWS, :t].to(torch.float64)
         n = len(x64)
         nq64 = torch.linalg.vector_norm(x64, dim=1).square_()
         z = x64 @ ix.proj64.T
         zn = torch.linalg.vector_norm(z, dim=1).square_()
         rho = (nq64 - zn).clamp_min_(0).sqrt_()
         dz2 = torch.addmm(ix.ball_cn, z, ix.ball_c, alpha=-2.0).add_(zn[:, None]).clamp_min_(0)
-        torch.argmin(dz2, dim=1, out=home[a : a + n])
+        # home = nearest centre; the group index rides in the low bits of the (non-negative)
+        # float32 key, so one integer amin finds it (ties between near centres do not matter)
+        torch.bitwise_or(
+            dz2.to(torch.float32).view(torch.int32) & ~_HOME_MASK,
+            ix.group_ids,
+            out=key[a : a + n],
+        )
         far = dz2.sqrt_().sub_(ix.ball_r).clamp_min_(0).square_()
         gap = (rho[:, None] - ix.ball_rho_mid).abs_().sub_(ix.ball_rho_half).clamp_min_(0)
         far += gap.square_()
         far -= ix.c_ball * (nq64[:, None] + ix.nr_max_g)
         ball[a : a + n] = far
-        xa[a : a + n, :t] = x64
-        xa[a : a + n, t] = 1.0
-        xa[a : a + n, t + 1] = nq64
         aq[a : a + n, :d] = z
         aq[a : a + n, d] = rho
-        aq[a : a + n, d + 1] = 1.0
         nq[a : a + n] = nq64
+    xa[:, t + 1] = nq
+    home = (key.amin(1) & _HOME_MASK).to(torch.int64)
     return xa, aq, nq, ball, home
 
 
@@ -445,15 +465,14 @@ def _rank_home_group(
     xh[:, :t] -= centre
     nqh = torch.linalg.vector_norm(xh[:, :t], dim=1).square_()
     xh[:, t + 1] = nqh
-    rh = ix.cols32[cols] - centre
-    nrh = torch.linalg.vector_norm(rh, dim=1).square_()
+    rhs = torch.empty(w, t2, device=dev)
+    torch.sub(ix.cols32[cols], centre, out=rhs[:, :t])
+    nrh = torch.linalg.vector_norm(rhs[:, :t], dim=1).square_()
     pad = ix.pad[cols]
-    rhs = torch.empty(t2, w, device=dev)
-    rhs[:t] = rh.T
-    rhs[:t] *= -2.0
-    rhs[t] = torch.where(pad, _BIG, nrh)
-    rhs[t + 1] = 1.0
-    dist = xh @ rhs  # (n, W) squared distances
+    rhs[:, :t] *= -2.0
+    rhs[:, t] = nrh.masked_fill(pad, _BIG)
+    rhs[:, t + 1] = 1.0
+    dist = xh @ rhs.T  # (n, W) squared distances
     nrh.masked_fill_(pad, 0.0)
     e_in = ix.c_in * (nq + ix.nr_max)
     e_u = ix.c_e * (nqh + nrh.amax()) + e_in  # error bound of any distance in the block
@@ -600,10 +619,33 @@ def _search_batch(
     return out
 
 
+class _Workers:
+    """Run on CPU with one intra-op thread per Python worker thread; restore afterwards.
+
+    Many small ops scale badly with OpenMP intra-op threads on a busy machine (idle OpenMP
+    threads spin); independent batches on Python threads (torch releases the GIL) do not.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cpu = device.type == "cpu"
+        self.previous = torch.get_num_threads()
+        self.count = max(1, self.previous) if self.cpu else 1
+
+    def __enter__(self) -> _Workers:
+        if self.cpu:
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cpu:
+            torch.set_num_threads(self.previous)
+
+
 def _search(
     queries: np.ndarray,
     ix: _RefIndex,
     *,
+    workers: int,
     batch_size: int,
     extra: int,
     counts_mode: bool,
@@ -615,8 +657,6 @@ def _search(
     out = np.zeros((n, width), dtype=np.float64 if counts_mode else np.int64)
     if n == 0:
         return out
-    cpu = ix.device.type == "cpu"
-    workers = max(1, torch.get_num_threads()) if cpu else 1
     size = max(1, min(batch_size, -(-n // workers)))
     starts = list(range(0, n, size))
 
@@ -630,14 +670,9 @@ def _search(
     if workers == 1 or len(starts) == 1:
         for start in starts:
             run(start)
-        return out
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run, starts))
-    finally:
-        torch.set_num_threads(previous)
     return out
 
 
@@ -670,11 +705,19 @@ def knn_neighbors(
         (N, k) int64 indices into ``refs``, nearest first (equal distances: lower index first).
     """
     queries, refs = _validate(queries, refs, k)
-    ix = _build_index(refs, np.zeros(len(refs), dtype=np.int64), 1, k, _resolve_device(device))
+    dev = _resolve_device(device)
     extra = 4 if margin is None else max(0, int(margin))
-    return _search(
-        queries, ix, batch_size=batch_size, extra=extra, counts_mode=False, timings=_TIMINGS
-    )
+    with _Workers(dev) as workers:
+        ix = _build_index(refs, np.zeros(len(refs), dtype=np.int64), 1, k, dev)
+        return _search(
+            queries,
+            ix,
+            workers=workers.count,
+            batch_size=batch_size,
+            extra=extra,
+            counts_mode=False,
+            timings=_TIMINGS,
+        )
 
 
 def knn_proba(
@@ -717,10 +760,18 @@ def knn_proba(
             f"ref_labels must be in [0, {c}), got values in "
             f"[{ref_labels.min()}, {ref_labels.max()}]"
         )
-    ix = _build_index(refs, ref_labels, c, k, _resolve_device(device))
-    counts = _search(
-        queries, ix, batch_size=batch_size, extra=4, counts_mode=True, timings=_TIMINGS
-    )
+    dev = _resolve_device(device)
+    with _Workers(dev) as workers:
+        ix = _build_index(refs, ref_labels, c, k, dev)
+        counts = _search(
+            queries,
+            ix,
+            workers=workers.count,
+            batch_size=batch_size,
+            extra=4,
+            counts_mode=True,
+            timings=_TIMINGS,
+        )
     return counts / k
 
 

@@ -272,6 +272,10 @@ def build_probe_suite(
     unknown = set(categories) - set(CATEGORIES)
     if unknown:
         raise ConfigError(f"unknown probe categories {sorted(unknown)}; known: {list(CATEGORIES)}")
+    if len(set(categories)) != len(categories):
+        raise ConfigError(f"probe categories listed more than once: {list(categories)}")
+    if dataset.num_classes < 2:
+        raise ConfigError(f"{dataset.name}: probe suites need at least 2 classes")
     if dataset.images is not None:
         shape = tuple(dataset.images.shape[1:])
     elif probe_size is None:

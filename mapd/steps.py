@@ -36,7 +36,9 @@ def load_split(config: dict[str, Any], name: str, split: str) -> ImageDataset:
     ds = load_dataset(s["loader"], split, **s["options"])
     if split == "train" and s["subset"] and s["subset"] < len(ds):
         # the subset is the same for every seed: seeds vary probes and training, not the data
-        rows = np.sort(np.random.default_rng(12345).choice(len(ds), size=s["subset"], replace=False))
+        rows = np.sort(
+            np.random.default_rng(12345).choice(len(ds), size=s["subset"], replace=False)
+        )
         ds = ds.subset(rows)
         ds.info["subset"] = int(s["subset"])
     return ds
@@ -48,8 +50,13 @@ def data_summary(config: dict[str, Any], name: str, out: str | Path) -> dict[str
 
     s = dataset_settings(config, name)
     spec = get_spec(s["loader"])
-    summary: dict[str, Any] = {"dataset": name, "loader": s["loader"], "description": spec.description,
-                               "source": spec.source, "splits": {}}
+    summary: dict[str, Any] = {
+        "dataset": name,
+        "loader": s["loader"],
+        "description": spec.description,
+        "source": spec.source,
+        "splits": {},
+    }
     for split in spec.splits:
         ds = load_split(config, name, split)
         summary["splits"][split] = ds.summary()
@@ -62,13 +69,16 @@ def cscores(config: dict[str, Any], name: str, out: str | Path) -> str:
     s = dataset_settings(config, name)
     ds = load_split(config, name, "train")
     log(f"C-scores for {name} ({len(ds)} examples) by {s['cscores']['method']}")
-    scores, source = compute_cscores(ds, settings=s["cscores"], train=s["train"], seed=0,
-                                     device=config["device"], log=log)
+    scores, source = compute_cscores(
+        ds, settings=s["cscores"], train=s["train"], seed=0, device=config["device"], log=log
+    )
     save_cscores(out, ds, scores, method=source)
     return source
 
 
-def probes(config: dict[str, Any], name: str, seed: int, cscores_path: str | Path | None, out: str | Path) -> ProbeSuite:
+def probes(
+    config: dict[str, Any], name: str, seed: int, cscores_path: str | Path | None, out: str | Path
+) -> ProbeSuite:
     s = dataset_settings(config, name)
     p = s["probes"]
     ds = load_split(config, name, "train")
@@ -78,20 +88,33 @@ def probes(config: dict[str, Any], name: str, seed: int, cscores_path: str | Pat
             raise ConfigError("typical/atypical probes need --cscores")
         scores, source = load_cscores_file(cscores_path, ds), read_method(cscores_path)
     suite = build_probe_suite(
-        ds, categories=p["categories"], train_size=p["train_size"], heldout_size=p["heldout_size"],
-        seed=seed, cscores=scores, cscore_source=source, corrupted_std=p["corrupted_std"],
-        ood_blur_kernel=p["ood_blur_kernel"], random_inputs_kind=p["random_inputs"],
+        ds,
+        categories=p["categories"],
+        train_size=p["train_size"],
+        heldout_size=p["heldout_size"],
+        seed=seed,
+        cscores=scores,
+        cscore_source=source,
+        corrupted_std=p["corrupted_std"],
+        ood_blur_kernel=p["ood_blur_kernel"],
+        random_inputs_kind=p["random_inputs"],
         # file-backed data: probes are materialised once, as the streaming source's eval view
-        probe_size=s["train"].get("image_size"), probe_resize=s["train"].get("resize"),
+        probe_size=s["train"].get("image_size"),
+        probe_resize=s["train"].get("resize"),
         workers=s["train"].get("workers", 0),
     )
     suite.meta["settings"] = p
     suite.save(out)
-    log(f"probe suite for {name} seed {seed}: {suite.meta['n_data']} data rows + {suite.meta['n_probes']} probes -> {out}")
+    log(
+        f"probe suite for {name} seed {seed}: {suite.meta['n_data']} data rows + "
+        f"{suite.meta['n_probes']} probes -> {out}"
+    )
     return suite
 
 
-def train(config: dict[str, Any], name: str, seed: int, probes_dir: str | Path, out: str | Path) -> dict[str, Any]:
+def train(
+    config: dict[str, Any], name: str, seed: int, probes_dir: str | Path, out: str | Path
+) -> dict[str, Any]:
     """Train on the audit set and write loss.npy, correct.npy, metrics.json, model.pt to ``out``.
 
     In-progress state lives in ``<out>.partial/`` and is resumed when the step is re-run.
@@ -114,16 +137,30 @@ def train(config: dict[str, Any], name: str, seed: int, probes_dir: str | Path, 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     how = "streamed from files" if streaming else "in memory"
-    log(f"training {s['train']['model']} on {name} seed {seed}: {len(images)} rows ({how}), "
-        f"{s['train']['epochs']} epochs")
+    log(
+        f"training {s['train']['model']} on {name} seed {seed}: {len(images)} rows ({how}), "
+        f"{s['train']['epochs']} epochs"
+    )
     t0 = time.perf_counter()
     result = train_trajectories(
-        images, suite.labels, num_classes=ds.num_classes, train=s["train"], seed=seed, workdir=partial,
-        test_images=test_images, test_labels=None if test is None else test.labels,
-        device=config["device"], log=log,
+        images,
+        suite.labels,
+        num_classes=ds.num_classes,
+        train=s["train"],
+        seed=seed,
+        workdir=partial,
+        test_images=test_images,
+        test_labels=None if test is None else test.labels,
+        device=config["device"],
+        log=log,
     )
-    metrics = {**result.metrics, "dataset": name, "seed": seed, "wall_s": time.perf_counter() - t0,
-               "settings_fingerprint": fingerprint(s["train"])}
+    metrics = {
+        **result.metrics,
+        "dataset": name,
+        "seed": seed,
+        "wall_s": time.perf_counter() - t0,
+        "settings_fingerprint": fingerprint(s["train"]),
+    }
     with atomic_dir(out) as tmp:
         save_npy(tmp / "loss.npy", result.loss)
         save_npy(tmp / "correct.npy", result.correct)
@@ -152,7 +189,9 @@ def _splits(settings: dict[str, Any]) -> tuple[str, ...]:
     return get_spec(settings["loader"]).splits
 
 
-def assign(config: dict[str, Any], name: str, probes_dir: str | Path, run_dir: str | Path, out: str | Path) -> dict[str, Any]:
+def assign(
+    config: dict[str, Any], name: str, probes_dir: str | Path, run_dir: str | Path, out: str | Path
+) -> dict[str, Any]:
     s = dataset_settings(config, name)
     a = s["assign"]
     suite = ProbeSuite.load(probes_dir)
@@ -161,8 +200,13 @@ def assign(config: dict[str, Any], name: str, probes_dir: str | Path, run_dir: s
     held: dict[str, Any] = {"k": a["k"], "settings": {}}
     for setting, cats in a["settings"].items():
         if set(cats) <= built:
-            held["settings"][setting] = heldout_accuracy(loss, suite.table, categories=cats, k=a["k"])
-            log(f"{name}: held-out probe accuracy ({setting}) = {held['settings'][setting]['accuracy']:.3f}")
+            held["settings"][setting] = heldout_accuracy(
+                loss, suite.table, categories=cats, k=a["k"]
+            )
+            log(
+                f"{name}: held-out probe accuracy ({setting}) = "
+                f"{held['settings'][setting]['accuracy']:.3f}"
+            )
     meta = assign_metadata(loss, suite.table, categories=a["settings"][a["use"]], k=a["k"])
     held["use"] = a["use"]
     with atomic_dir(out) as tmp:
@@ -191,7 +235,9 @@ def layout(config: dict[str, Any], name: str, seed: int | None = None) -> dict[s
     return out
 
 
-def figures(probe_dirs: list[str], run_dirs: list[str], assign_dirs: list[str], out: str | Path) -> None:
+def figures(
+    probe_dirs: list[str], run_dirs: list[str], assign_dirs: list[str], out: str | Path
+) -> None:
     from mapd.figures import write_fig3, write_fig4
 
     if not (len(probe_dirs) == len(run_dirs) == len(assign_dirs)):
@@ -202,7 +248,9 @@ def figures(probe_dirs: list[str], run_dirs: list[str], assign_dirs: list[str], 
     return res
 
 
-def report(config: dict[str, Any], config_path: str | Path, out: str | Path, benchmark_files: list[str]) -> None:
+def report(
+    config: dict[str, Any], config_path: str | Path, out: str | Path, benchmark_files: list[str]
+) -> None:
     from mapd.report import build_audit_report
 
     datasets = {}
@@ -221,15 +269,25 @@ def report(config: dict[str, Any], config_path: str | Path, out: str | Path, ben
         datasets[name]["surfaced"] = surfaced_gallery(config, name, Path(tmp.name) / f"{name}.png")
     present = [f for f in benchmark_files if Path(f).is_file()]
     if len(present) < len(benchmark_files):
-        log(f"report: {len(benchmark_files) - len(present)} step benchmark file(s) absent; their times are not shown")
-    build_audit_report(out, config_path=config_path, datasets=datasets, benchmark_files=present,
-                       title=config["report"]["title"])
+        log(
+            f"report: {len(benchmark_files) - len(present)} step benchmark file(s) absent; "
+            "their times are not shown"
+        )
+    build_audit_report(
+        out,
+        config_path=config_path,
+        datasets=datasets,
+        benchmark_files=present,
+        title=config["report"]["title"],
+    )
     tmp.cleanup()
     save_json(Path(out).with_name("metrics.json"), audit_metrics(config))
     log(f"report -> {Path(out).resolve()}")
 
 
-def surfaced_gallery(config: dict[str, Any], name: str, out_png: Path, max_classes: int = 10) -> list[tuple[str, str]]:
+def surfaced_gallery(
+    config: dict[str, Any], name: str, out_png: Path, max_classes: int = 10
+) -> list[tuple[str, str]]:
     """Paper Figs. 1/5: per assigned category (rows) and class (columns) the training example
     with the highest probability of that category (first seed). Empty for file-backed sets."""
     from mapd.io import load_table
@@ -245,7 +303,10 @@ def surfaced_gallery(config: dict[str, Any], name: str, out_png: Path, max_class
     data = meta[meta["role"] == "data"]
     cats = [c[2:] for c in meta.columns if c.startswith("p_")]
     classes = list(range(min(ds.num_classes, max_classes)))
-    cells, labels = [], []  # a full grid: an empty cell where no example has that category and class
+    cells, labels = (
+        [],
+        [],
+    )  # a full grid: an empty cell where no example has that category and class
     blank = np.full(ds.images.shape[1:], 255, dtype=np.uint8)
     for cat in cats:
         pool = data[data["assigned"] == cat]
@@ -261,10 +322,17 @@ def surfaced_gallery(config: dict[str, Any], name: str, out_png: Path, max_class
                 labels.append(f"{cat}\n{ds.classes[k]}: none")
     if not cells:
         return []
-    gallery_png(np.stack(cells), labels, out_png, ncols=len(classes),
-                title="Training examples surfaced per assigned category (rows) and class (columns)")
-    caption = (f"Examples surfaced by MAP-D (cf. Figs. 1 and 5), seed {seed}: for each assigned category "
-               "and class, the training example with the highest probability of that category")
+    gallery_png(
+        np.stack(cells),
+        labels,
+        out_png,
+        ncols=len(classes),
+        title="Training examples surfaced per assigned category (rows) and class (columns)",
+    )
+    caption = (
+        f"Examples surfaced by MAP-D (cf. Figs. 1 and 5), seed {seed}: for each assigned category "
+        "and class, the training example with the highest probability of that category"
+    )
     return [(str(out_png), caption)]
 
 
@@ -289,9 +357,15 @@ def audit_metrics(config: dict[str, Any]) -> dict[str, Any]:
             acc = load_json(paths["run"] / "metrics.json").get("final_test_acc")
             if acc is not None:
                 test.append(acc)
-        entry = {f"heldout_{k}": {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
-                 for k, v in held.items()}
+        entry = {
+            f"heldout_{k}": {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
+            for k, v in held.items()
+        }
         if test:
-            entry["test_acc"] = {"mean": float(np.mean(test)), "std": float(np.std(test)), "seeds": len(test)}
+            entry["test_acc"] = {
+                "mean": float(np.mean(test)),
+                "std": float(np.std(test)),
+                "seeds": len(test),
+            }
         out[name] = entry
     return out

@@ -309,11 +309,6 @@ def test_sources_are_disjoint_and_removed_from_data(
     assert suite.meta["n_probes"] == 50 * len(CATEGORIES) == len(suite.probe_images)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in mapd/probes.py: a category listed twice is built twice from the same sources "
-    "(no ConfigError; its sources appear twice in the audit set)",
-)
 def test_duplicate_category_rejected(digits: ImageDataset) -> None:
     with pytest.raises(ConfigError, match="ood"):
         build_probe_suite(digits, categories=["ood", "ood"], train_size=5, heldout_size=5, seed=0)

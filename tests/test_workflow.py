@@ -37,8 +37,15 @@ def _tiny_config(tmp: Path, *, epochs: int = 2, subset: int = 300, name: str = "
         "defaults": {
             "cscores": {"method": "learning_speed", "epochs": 2},
             "probes": {"train_size": 5, "heldout_size": 5, "ood_blur_kernel": 3},
-            "train": {"model": "small_cnn", "model_options": {"width": 8}, "epochs": epochs,
-                      "batch_size": 64, "lr": 0.05, "crop_padding": 1, "flip": False},
+            "train": {
+                "model": "small_cnn",
+                "model_options": {"width": 8},
+                "epochs": epochs,
+                "batch_size": 64,
+                "lr": 0.05,
+                "crop_padding": 1,
+                "flip": False,
+            },
         },
         "datasets": {"digits": {"subset": subset}},
     }
@@ -47,9 +54,23 @@ def _tiny_config(tmp: Path, *, epochs: int = 2, subset: int = 300, name: str = "
     return path
 
 
-def _snakemake(repo: Path, workdir: Path, config: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / "snakemake"), "-s", str(repo / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(repo / "profiles" / "default"), "--configfile", str(config), "--cores", "2", *args]
+def _snakemake(
+    repo: Path, workdir: Path, config: Path, *args: str, **kw
+) -> subprocess.CompletedProcess:
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(repo / "profiles" / "default"),
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(), **kw)
 
 
@@ -58,16 +79,26 @@ def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> N
     first = _snakemake(repo_root, tmp_path, config)
     assert first.returncode == 0, first.stderr[-3000:]
     res = tmp_path / "results"
-    for rel in ("report/index.html", "report/metrics.json", "figures/digits/fig3.png", "figures/digits/fig4.png",
-                "figures/digits/fig3.svg", "assign/digits/seed0/metadata.parquet", "runs/digits/seed0/loss.npy",
-                "data/digits/summary.json", "cscores/digits.npz"):
+    for rel in (
+        "report/index.html",
+        "report/metrics.json",
+        "figures/digits/fig3.png",
+        "figures/digits/fig4.png",
+        "figures/digits/fig3.svg",
+        "assign/digits/seed0/metadata.parquet",
+        "runs/digits/seed0/loss.npy",
+        "data/digits/summary.json",
+        "cscores/digits.npz",
+    ):
         assert (res / rel).is_file(), rel
     metrics = json.loads((res / "report/metrics.json").read_text())
     assert 0.0 <= metrics["digits"]["heldout_6-probe"]["mean"] <= 1.0
     html = (res / "report/index.html").read_text()
     assert html.count("data:image/png;base64,") >= 2 and "Held-out probe accuracy" in html
     for step in ("train/digits/seed0", "assign/digits/seed0", "probes/digits/seed0"):
-        assert (res / "logs" / f"{step}.log").is_file() and (res / "benchmarks" / f"{step}.tsv").is_file()
+        assert (res / "logs" / f"{step}.log").is_file() and (
+            res / "benchmarks" / f"{step}.tsv"
+        ).is_file()
     again = _snakemake(repo_root, tmp_path, config, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -76,11 +107,27 @@ def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> N
 def test_killed_training_resumes_from_checkpoint(repo_root: Path, tmp_path: Path) -> None:
     config = _tiny_config(tmp_path, epochs=6, subset=600)
     partial = tmp_path / "results/runs/digits/seed0.partial"
-    cmd = [str(BIN / "snakemake"), "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
-           "--profile", str(repo_root / "profiles" / "default"), "--configfile", str(config), "--cores", "2",
-           "all_train"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
-                            start_new_session=True)
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--profile",
+        str(repo_root / "profiles" / "default"),
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        "all_train",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     try:
         while time.time() < deadline and not (partial / "checkpoint.pt").exists():
@@ -103,33 +150,55 @@ def test_killed_training_resumes_from_checkpoint(repo_root: Path, tmp_path: Path
 
 def test_paper_config_dry_run_lists_full_dag(repo_root: Path, tmp_path: Path) -> None:
     out = subprocess.run(
-        [str(BIN / "snakemake"), "-n", "--configfile", str(repo_root / "config/paper.yaml"),
-         "--config", f"results={tmp_path}/paper"],
-        cwd=repo_root, capture_output=True, text=True, env=_env(),
+        [
+            str(BIN / "snakemake"),
+            "-n",
+            "--configfile",
+            str(repo_root / "config/paper.yaml"),
+            "--config",
+            f"results={tmp_path}/paper",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        env=_env(),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
     cfg = yaml.safe_load((repo_root / "config/paper.yaml").read_text())
     n = len(cfg["datasets"]) * len(cfg["seeds"])
     for rule in ("train", "probes", "assign"):
-        assert any(line.split()[:2] == [rule, str(n)] for line in text.splitlines()), f"{rule} x{n} not in DAG"
+        assert any(line.split()[:2] == [rule, str(n)] for line in text.splitlines()), (
+            f"{rule} x{n} not in DAG"
+        )
 
 
 def test_lint_has_no_errors(repo_root: Path) -> None:
-    out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=repo_root, capture_output=True, text=True,
-                         env=_env())
+    out = subprocess.run(
+        [str(BIN / "snakemake"), "--lint"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
-def test_invalid_config_stops_the_workflow_with_a_clear_message(repo_root: Path, tmp_path: Path) -> None:
+def test_invalid_config_stops_the_workflow_with_a_clear_message(
+    repo_root: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"seeds": [0], "datasets": {"digits": {"train": {"epochs": -1}}}}))
+    bad.write_text(
+        yaml.safe_dump({"seeds": [0], "datasets": {"digits": {"train": {"epochs": -1}}}})
+    )
     out = _snakemake(repo_root, tmp_path, bad, "-n")
     assert out.returncode != 0
     assert "datasets/digits/train/epochs" in out.stdout + out.stderr
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed to clone the repository for dvc")
+@pytest.mark.skipif(
+    shutil.which("git") is None, reason="git is needed to clone the repository for dvc"
+)
 def test_dvc_repro_runs_the_default_stage_then_is_a_no_op(repo_root: Path, tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo_root), str(clone)], check=True)
@@ -142,9 +211,15 @@ def test_dvc_repro_runs_the_default_stage_then_is_a_no_op(repo_root: Path, tmp_p
     cfg["datasets"]["digits"] = {"subset": 300}
     (clone / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     env = _env()
-    first = subprocess.run([str(BIN / "dvc"), "repro"], cwd=clone, capture_output=True, text=True, env=env)
+    first = subprocess.run(
+        [str(BIN / "dvc"), "repro"], cwd=clone, capture_output=True, text=True, env=env
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (clone / "results/report/index.html").is_file() and (clone / "dvc.lock").is_file()
-    second = subprocess.run([str(BIN / "dvc"), "repro"], cwd=clone, capture_output=True, text=True, env=env)
+    second = subprocess.run(
+        [str(BIN / "dvc"), "repro"], cwd=clone, capture_output=True, text=True, env=env
+    )
     assert second.returncode == 0
-    assert "didn't change, skipping" in second.stdout or "up to date" in second.stdout, second.stdout
+    assert "didn't change, skipping" in second.stdout or "up to date" in second.stdout, (
+        second.stdout
+    )

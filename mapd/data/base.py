@@ -51,7 +51,9 @@ class ImageDataset:
         self.classes = tuple(str(c) for c in self.classes)
         n = len(self.labels)
         if self.labels.ndim != 1:
-            raise DataError(f"{self.name}/{self.split}: labels must be 1-D, got {self.labels.shape}")
+            raise DataError(
+                f"{self.name}/{self.split}: labels must be 1-D, got {self.labels.shape}"
+            )
         if (self.images is None) == (self.paths is None):
             raise DataError(f"{self.name}/{self.split}: give exactly one of images or paths")
         if self.images is not None:
@@ -77,7 +79,9 @@ class ImageDataset:
             )
         for key, col in self.attrs.items():
             if len(col) != n:
-                raise DataError(f"{self.name}/{self.split}: attribute {key!r} has {len(col)} rows, not {n}")
+                raise DataError(
+                    f"{self.name}/{self.split}: attribute {key!r} has {len(col)} rows, not {n}"
+                )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -114,7 +118,10 @@ class ImageDataset:
             "num_classes": self.num_classes,
             "storage": "memory" if self.in_memory else "files",
             "per_class": {
-                c: int(k) for c, k in zip(self.classes, np.bincount(self.labels, minlength=self.num_classes), strict=True)
+                c: int(k)
+                for c, k in zip(
+                    self.classes, np.bincount(self.labels, minlength=self.num_classes), strict=True
+                )
             },
         }
         if self.images is not None:
@@ -146,7 +153,9 @@ class DatasetSpec:
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
-def register(name: str, *, splits: tuple[str, ...], description: str, source: str) -> Callable[[Loader], Loader]:
+def register(
+    name: str, *, splits: tuple[str, ...], description: str, source: str
+) -> Callable[[Loader], Loader]:
     """Decorator: register ``loader(split, **options)`` under ``name``."""
 
     def deco(fn: Loader) -> Loader:
@@ -172,7 +181,9 @@ def load_dataset(name: str, split: str = "train", **options: Any) -> ImageDatase
     """Load split ``split`` of the registered data set ``name`` (options go to its loader)."""
     spec = get_spec(name)
     if split not in spec.splits:
-        raise ConfigError(f"data set {name!r} has no split {split!r}; it has {', '.join(spec.splits)}")
+        raise ConfigError(
+            f"data set {name!r} has no split {split!r}; it has {', '.join(spec.splits)}"
+        )
     try:
         return spec.loader(split, **options)
     except TypeError as e:  # an unknown option reaches the loader's signature

@@ -31,7 +31,7 @@ def load_digits(split: str, *, test_fraction: float = 0.2, split_seed: int = 0) 
     is_test = np.zeros(len(labels), dtype=bool)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        n_test = int(round(test_fraction * len(members)))
+        n_test = round(test_fraction * len(members))
         is_test[rng.choice(members, size=n_test, replace=False)] = True
     rows = np.flatnonzero(is_test if split == "test" else ~is_test)
     return ImageDataset(
@@ -41,5 +41,9 @@ def load_digits(split: str, *, test_fraction: float = 0.2, split_seed: int = 0) 
         classes=tuple(str(c) for c in bunch.target_names),
         index=rows,
         images=images[rows],
-        info={"source": "sklearn.datasets.load_digits", "test_fraction": test_fraction, "split_seed": split_seed},
+        info={
+            "source": "sklearn.datasets.load_digits",
+            "test_fraction": test_fraction,
+            "split_seed": split_seed,
+        },
     )

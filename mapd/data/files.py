@@ -35,7 +35,9 @@ def check_files_exist(paths: Sequence[str | Path], *, what: str) -> None:
         raise DataError(f"{what}: {len(missing)} listed image file(s) do not exist: {shown}{more}")
 
 
-def check_decodable(paths: Sequence[str | Path], *, what: str, sample: int | None = 64, seed: int = 0) -> None:
+def check_decodable(
+    paths: Sequence[str | Path], *, what: str, sample: int | None = 64, seed: int = 0
+) -> None:
     """Decode ``sample`` random files of ``paths`` (all of them if ``sample`` is None)."""
     paths = list(paths)
     if sample is not None and len(paths) > sample:
@@ -57,7 +59,7 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def require_dir(path: str | Path | None, *, dataset: str, expected: str, how_to_get: str) -> Path:
-    """Return ``path`` if it is a directory; otherwise a DataError saying what to download and where."""
+    """``path`` if it is a directory, else a DataError saying what to download and where."""
     if path is None:
         raise DataError(f"{dataset}: no root directory given. Expected {expected}. {how_to_get}")
     p = Path(path).expanduser()
