@@ -11,3 +11,7 @@ class DataError(MapdError):
 
 class ConfigError(MapdError):
     """A configuration value is missing, unknown or out of range."""
+
+
+class MissingSplit(ConfigError):
+    """This copy of a data set has no such split (e.g. an image folder without test/)."""

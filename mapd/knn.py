@@ -154,10 +154,13 @@ class _RefIndex:
     proj64: torch.Tensor  # (d, T) float64 orthonormal rows
     ball_c: torch.Tensor  # (d, G) float64 group centres in the projection
     ball_cn: torch.Tensor  # (G,) float64 their squared norms
+    ball_c32: torch.Tensor  # (d, G) float32 the same centres
+    ball_cn32: torch.Tensor  # (G,) float32 their squared norms
     ball_r: torch.Tensor  # (G,) float64 group radii in the projection
     ball_rho_mid: torch.Tensor  # (G,) float64 middle of the group's residual-norm range
     ball_rho_half: torch.Tensor  # (G,) float64 half width of that range
     nr_max_g: torch.Tensor  # (G,) float64 largest squared norm in each group
+    nr_max_g32: torch.Tensor  # (G,) float32 the same
     lb_rhs: torch.Tensor  # (d+2, G*s) float32 rows -2 z_r, -2 rho_r, ||r||^2 (pads 0, 0, _BIG)
     seed_lhs: torch.Tensor  # (G, k, T+2) float32 rows [-2 r, ||r||^2, 1] of each group's seeds
     seed_nrmax: torch.Tensor  # (G,) float32 largest squared norm among the seeds
@@ -222,13 +225,13 @@ def _build_index(
     )
     lb_rhs[pad, -1] = _BIG
     # Rounding allowances (doubled for safety), relative to ||q||^2 + ||r||^2. Ball bound: in
-    # float64, then rounded to float32 (u). Per-reference bound: inputs rounded to float32
-    # (4u), float64 projection (negligible), float32 GEMM of d + 2 terms plus one addition.
+    # float64 from the float32-rounded projection (4u). Per-reference bound: inputs rounded to
+    # float32 (4u), float64 projection (negligible), float32 GEMM of d + 2 terms, one addition.
     # Float32 distance ||q||^2 + ||r||^2 - 2 q.r as one GEMM of T + 2 terms: (T + 2) u times
     # 2 ||q|| ||r|| + ||q||^2 + ||r||^2 <= 2 (||q||^2 + ||r||^2), squared norms T u each,
     # input rounding 4u. Re-centring rounded inputs on a group centre adds 4u of the norms
     # about the mean.
-    c_ball = 2.0 * (_U32 + 64 * (t + d) * _U64)
+    c_ball = 2.0 * (4 * _U32 + 64 * (t + d) * _U64)
     c_lb = 2.0 * (d + 8) * _U32
     c_e = 2.0 * (4 * t + 16) * _U32
     c_in = 8.0 * _U32
@@ -262,10 +265,13 @@ def _build_index(
         proj64=proj64,
         ball_c=ball_c.T.contiguous(),
         ball_cn=(ball_c * ball_c).sum(1),
+        ball_c32=ball_c.T.contiguous().to(torch.float32),
+        ball_cn32=(ball_c * ball_c).sum(1).to(torch.float32),
         ball_r=ball_r,
         ball_rho_mid=(rho_lo + rho_hi) / 2,
         ball_rho_half=(rho_hi - rho_lo) / 2,
         nr_max_g=nr_cols.view(n_g, s).amax(1),
+        nr_max_g32=nr_cols.view(n_g, s).amax(1).to(torch.float32),
         lb_rhs=lb_rhs.T.contiguous().to(torch.float32),
         seed_lhs=seed_lhs.contiguous().to(torch.float32),
         seed_nrmax=nr64[seed_idx].amax(1).to(torch.float32),
@@ -386,13 +392,12 @@ def _exact_rows(ix: _RefIndex, x_in: torch.Tensor) -> torch.Tensor:
 
 def _prepare(
     ix: _RefIndex, x_in: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centre and project a batch ``x_in`` (b, T) of queries (input coordinates).
 
     Returns ``xa`` (b, T+2) float32 rows ``[x, 1, ||x||^2]`` (``x`` centred and rounded to
-    float32, exactly like the references), ``aq`` (b, d+2) float32 rows ``[z, rho, 1]``, ``nq``
-    (b,) float32 ``||x||^2``, ``ball`` (b, G) float32 lower bounds of the squared distance to
-    each group, and ``home`` (b,) int64 a group with a near centre.
+    float32 exactly like the references), ``aq`` (b, d+2) float32 rows ``[z, rho, 1]``, ``nq``
+    (b,) float32 ``||x||^2`` and ``home`` (b,) int64, a group with a near centre.
     """
     b, t = x_in.shape
     d, n_g, dev = len(ix.proj64), ix.g, ix.device
@@ -406,7 +411,6 @@ def _prepare(
     aq = torch.empty(b, d + 2, device=dev)
     aq[:, d + 1] = 1.0
     nq = torch.empty(b, device=dev)
-    ball = torch.empty(b, n_g, device=dev)
     key = torch.empty(b, n_g, dtype=torch.int32, device=dev)
     for a in range(0, b, _PREP_ROWS):
         x64 = xa[a : a + _PREP_ROWS, :t].to(torch.float64)
@@ -414,32 +418,48 @@ def _prepare(
         nq64 = torch.linalg.vector_norm(x64, dim=1).square_()
         z = x64 @ ix.proj64.T
         zn = torch.linalg.vector_norm(z, dim=1).square_()
-        rho = (nq64 - zn).clamp_min_(0).sqrt_()
-        dz2 = torch.addmm(ix.ball_cn, z, ix.ball_c, alpha=-2.0).add_(zn[:, None]).clamp_min_(0)
-        # home = nearest centre; the group index rides in the low bits of the (non-negative)
-        # float32 key, so one integer amin finds it (ties between near centres do not matter)
-        torch.bitwise_or(
-            dz2.to(torch.float32).view(torch.int32) & ~_HOME_MASK,
-            ix.group_ids,
-            out=key[a : a + n],
-        )
-        far = dz2.sqrt_().sub_(ix.ball_r).clamp_min_(0).square_()
-        gap = (rho[:, None] - ix.ball_rho_mid).abs_().sub_(ix.ball_rho_half).clamp_min_(0)
-        far += gap.square_()
-        far -= ix.c_ball * (nq64[:, None] + ix.nr_max_g)
-        ball[a : a + n] = far
+        aq[a : a + n, d] = (nq64 - zn).clamp_min_(0).sqrt_()
         aq[a : a + n, :d] = z
-        aq[a : a + n, d] = rho
         nq[a : a + n] = nq64
+        # home = nearest centre in the projection; the group index rides in the low bits of
+        # the (non-negative) float32 key, so one integer amin finds it
+        dz = torch.addmm(ix.ball_cn32, z.to(torch.float32), ix.ball_c32, alpha=-2.0)
+        dz += zn.to(torch.float32)[:, None]
+        torch.bitwise_or(
+            dz.clamp_min_(0).view(torch.int32) & ~_HOME_MASK, ix.group_ids, out=key[a : a + n]
+        )
     xa[:, t + 1] = nq
     home = (key.amin(1) & _HOME_MASK).to(torch.int64)
-    return xa, aq, nq, ball, home
+    return xa, aq, nq, home
+
+
+def _ball_need(ix: _RefIndex, aq: torch.Tensor, nq: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(b, G) bool: groups whose ball bound does not exclude a neighbour (bound <= ``u``)."""
+    b = len(aq)
+    d = len(ix.proj64)
+    need = torch.empty(b, ix.g, dtype=torch.bool, device=ix.device)
+    for a in range(0, b, _PREP_ROWS):
+        part = aq[a : a + _PREP_ROWS].to(torch.float64)
+        z, rho = part[:, :d], part[:, d : d + 1]
+        zn = torch.linalg.vector_norm(z, dim=1).square_()
+        far = torch.addmm(ix.ball_cn, z, ix.ball_c, alpha=-2.0).add_(zn[:, None])
+        far = far.clamp_min_(0).sqrt_().sub_(ix.ball_r).clamp_min_(0).square_()
+        gap = (rho - ix.ball_rho_mid).abs_().sub_(ix.ball_rho_half).clamp_min_(0)
+        far += gap.square_()
+        far -= ix.c_ball * (nq[a : a + _PREP_ROWS, None] + ix.nr_max_g)
+        torch.le(far, u[a : a + _PREP_ROWS, None], out=need[a : a + _PREP_ROWS])
+    return need
 
 
 def _count(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Per-row class counts (n, C) float64 of ``labels`` (n, k)."""
     cnt = torch.zeros(len(labels), num_classes, dtype=torch.float64, device=labels.device)
     return cnt.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64))
+
+
+def _single_class(labels: torch.Tensor, mask: torch.Tensor, c: int) -> torch.Tensor:
+    """(n,) bool: all ``labels`` (n, m) where ``mask`` holds are equal (none counts as equal)."""
+    return torch.where(mask, labels, c).amin(1) == torch.where(mask, labels, -1).amax(1)
 
 
 def _rank_home_group(
@@ -460,6 +480,10 @@ def _rank_home_group(
     k, c, dev = ix.k, ix.num_classes, ix.device
     n, t2 = xh.shape
     t, w = t2 - 2, len(cols)
+    ntup = w // _TUPLE
+    # tuples are 4 consecutive references of a group; order the columns member-major so the
+    # tuple minima are minima of 4 contiguous slices
+    cols = cols.view(ntup, _TUPLE).T.flatten()
     # re-centre on the group centre: smaller norms, smaller rounding errors
     centre = ix.centres32[h]
     xh[:, :t] -= centre
@@ -473,43 +497,53 @@ def _rank_home_group(
     rhs[:, t] = nrh.masked_fill(pad, _BIG)
     rhs[:, t + 1] = 1.0
     dist = xh @ rhs.T  # (n, W) squared distances
+    # Error bounds of the float32 distances (arithmetic and input rounding): ``e_u`` for any
+    # distance of the block, ``e_c`` for those to the candidate tuples.
     nrh.masked_fill_(pad, 0.0)
     e_in = ix.c_in * (nq + ix.nr_max)
-    e_u = ix.c_e * (nqh + nrh.amax()) + e_in  # error bound of any distance in the block
-    labc = ix.col_lab[cols]
+    e_u = ix.c_e * (nqh + nrh.amax()) + e_in
 
-    # two-level selection: tuple minima -> best tuples -> their elements
-    ntup = w // _TUPLE
     kk = k + extra
     if ntup <= kk:  # too few columns for tuples to pay off: rank them all
         cand = torch.arange(w, device=dev).expand(n, w)
         thr = torch.full((n,), torch.inf, device=dev)
-        return _finish(ix, dist, cand, thr, nqh, nrh, e_u, e_in, labc, cols, counts_mode)
-    tmin = dist.view(n, ntup, _TUPLE).amin(2)
+        tlab = ix.col_lab[cols].expand(n, w)
+        return _finish(ix, dist, cand, thr, e_u, e_u, tlab, cols, counts_mode)
+    sl = dist.view(n, _TUPLE, ntup)
+    tmin = torch.minimum(sl[:, 0], sl[:, 1])
+    for q in range(2, _TUPLE):
+        tmin = torch.minimum(tmin, sl[:, q], out=tmin)
     tv, ti = torch.topk(tmin, kk, dim=1, largest=False, sorted=True)
     thr = tv[:, -1]  # every tuple not selected has a minimum >= thr
-    if counts_mode:
-        res = torch.zeros(n, c, dtype=torch.float64, device=dev)
-        # second class shortcut: the k-th tuple minimum bounds d_k from above
-        u2 = tv[:, k - 1] + 2 * e_u
-        tlab = labc[ti * _TUPLE]
-        inside = tv <= u2[:, None]
-        one = torch.where(inside, tlab, c).amin(1) == torch.where(inside, tlab, -1).amax(1)
-        one &= thr > u2
-        res[one] = _count(tlab[one, :1].expand(-1, k), c)
-        todo = torch.nonzero(~one).flatten()
-        ok = torch.ones(n, dtype=torch.bool, device=dev)
-        if len(todo) == 0:
-            return res, ok
-        dist, ti, thr = dist[todo], ti[todo], thr[todo]
-        nqh, e_u, e_in = nqh[todo], e_u[todo], e_in[todo]
-    offs = torch.arange(_TUPLE, device=dev)
-    cand = (ti[:, :, None] * _TUPLE + offs).flatten(1)  # (n', kk * _TUPLE)
-    part, good = _finish(ix, dist, cand, thr, nqh, nrh, e_u, e_in, labc, cols, counts_mode)
+    tlab = ix.col_lab[cols[:ntup]][ti]  # (n, kk) class of each selected tuple
+    nr_tup = nrh.view(_TUPLE, ntup).amax(0)
+    e_c = ix.c_e * (nqh + nr_tup[ti].amax(1)) + e_in
+    cand = (ti[:, :, None] + torch.arange(0, w, ntup, device=dev)).flatten(1)  # (n, 4 kk)
     if not counts_mode:
-        return part, good
-    res[todo] = part
-    ok[todo] = good
+        return _finish(ix, dist, cand, thr, e_c, e_u, tlab, cols, counts_mode)
+    # Second class shortcut: d_k <= tv[k-1] + e_c, so a neighbour's float32 distance is at
+    # most tv[k-1] + 2 e_c inside the selected tuples, and no other tuple holds one when
+    # thr > tv[k-1] + e_c + e_u.
+    u2 = tv[:, k - 1] + 2 * e_c
+    one = _single_class(tlab, tv <= u2[:, None], c) & (thr > u2 - e_c + e_u)
+    res = torch.zeros(n, c, dtype=torch.float64, device=dev)
+    res[one] = _count(tlab[one, :1].expand(-1, k), c)
+    ok = torch.ones(n, dtype=torch.bool, device=dev)
+    todo = torch.nonzero(~one).flatten()
+    if len(todo):
+        part, good = _finish(
+            ix,
+            dist[todo],
+            cand[todo],
+            thr[todo],
+            e_c[todo],
+            e_u[todo],
+            tlab[todo],
+            cols,
+            counts_mode,
+        )
+        res[todo] = part
+        ok[todo] = good
     return res, ok
 
 
@@ -518,34 +552,34 @@ def _finish(
     dist: torch.Tensor,
     cand: torch.Tensor,
     thr: torch.Tensor,
-    nqh: torch.Tensor,
-    nrh: torch.Tensor,
+    e: torch.Tensor,
     e_u: torch.Tensor,
-    e_in: torch.Tensor,
-    labc: torch.Tensor,
+    tlab: torch.Tensor,
     cols: torch.Tensor,
     counts_mode: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best of the candidate columns ``cand`` (n, c) of ``dist`` (n, W), certified.
+    """The k best of the candidate columns ``cand`` (n, m) of ``dist`` (n, W), certified.
 
-    Every column outside ``cand`` holds a value ``>= thr`` (n,). Returns class counts (n, C)
-    float64 or reference indices (n, k) int64, and (n,) bool certification flags.
+    Every column outside ``cand`` holds a value ``>= thr`` (n,); ``e`` (n,) bounds the float32
+    error of the candidates' values and ``e_u`` that of any value; ``tlab`` (n, m / g) gives
+    the class of each run of ``g`` consecutive candidates. Returns class counts (n, C) float64
+    or reference indices (n, k) int64, and (n,) bool certification flags.
     """
     k, c = ix.k, ix.num_classes
+    n, m = cand.shape
+    g = m // tlab.shape[1]
     cv = dist.gather(1, cand)
-    v, p = torch.topk(cv, k, dim=1, largest=False, sorted=True)
-    vk = v[:, -1]
-    e_c = ix.c_e * (nqh + nrh[cand].amax(1)) + e_in  # error bound of the candidates
-    good = thr > vk + e_c + e_u  # every non-candidate is farther than any selected one
-    zone = (cv - vk[:, None]).abs_() <= 2 * e_c[:, None]
-    sel = cand.gather(1, p)
+    v, p = torch.topk(cv, k, dim=1, largest=False, sorted=not counts_mode)
+    vk = v.amax(1)
+    # v_k - 2e < value < v_k + 2e: could be on either side of the k-th exact distance
+    zone = (cv - vk[:, None]).abs_() <= 2 * e[:, None]
+    good = thr > vk + e + e_u  # every non-candidate is farther than any selected one
     if counts_mode:
-        zl = labc[cand]
-        good &= torch.where(zone, zl, c).amin(1) == torch.where(zone, zl, -1).amax(1)
-        return _count(labc[sel], c), good
-    good &= zone.sum(1) == (v >= (vk - 2 * e_c)[:, None]).sum(1)
-    good &= (v[:, 1:] - v[:, :-1] > 2 * e_c[:, None]).all(1)  # the order is certain too
-    return ix.col_ref[cols][sel], good
+        good &= _single_class(tlab, zone.view(n, -1, g).any(2), c)
+        return _count(tlab.gather(1, p // g), c), good
+    good &= zone.sum(1) == (v >= (vk - 2 * e)[:, None]).sum(1)
+    good &= (v[:, 1:] - v[:, :-1] > 2 * e[:, None]).all(1)  # the order is certain too
+    return ix.col_ref[cols][cand.gather(1, p)], good
 
 
 def _search_batch(
@@ -555,19 +589,19 @@ def _search_batch(
     k, c, dev = ix.k, ix.num_classes, ix.device
     n_g, s = ix.g, ix.s
     b = len(x_in)
-    xa, aq, nq, ball, home = _prepare(ix, x_in)
+    xa, aq, nq, home = _prepare(ix, x_in)
     clock("prepare")
-    # sort by home group; the home seeds give U >= d_k (plus the rounding allowance)
+    # sort by home group; the home seeds give U >= d_k (with the rounding allowance)
     order = torch.argsort(home, stable=True)
     bounds = [0, *torch.bincount(home, minlength=n_g).cumsum(0).tolist()]
-    xs, aqs, nqs, balls, homes = xa[order], aq[order], nq[order], ball[order], home[order]
-    umax = torch.empty(b, device=dev)
+    xs, aqs, nqs, homes = xa[order], aq[order], nq[order], home[order]
+    u = torch.empty(b, device=dev)
     for h in range(n_g):
         lo, hi = bounds[h], bounds[h + 1]
         if hi > lo:
-            torch.amax(ix.seed_lhs[h] @ xs[lo:hi].T, dim=0, out=umax[lo:hi])
-    u = umax.add_(ix.c_e * (nqs + ix.seed_nrmax[homes]))
-    need = balls <= u[:, None]  # (b, G) groups that may hold a neighbour (ball bound)
+            torch.amax(ix.seed_lhs[h] @ xs[lo:hi].T, dim=0, out=u[lo:hi])
+    u += ix.c_e * (nqs + ix.seed_nrmax[homes])
+    need = _ball_need(ix, aqs, nqs, u)  # (b, G) groups that may hold a neighbour
     if counts_mode:
         present = (need.to(torch.float32) @ ix.group_onehot) > 0
         rest = present.sum(1) > 1
@@ -590,7 +624,7 @@ def _search_batch(
         cols = (gids[:, None] * s + cols_base).flatten()
         lb = (aqs[rows] @ ix.lb_rhs[:, cols]).view(len(rows), len(gids), s).amin(2)
         lb += (nqs[rows] * (1.0 - ix.c_lb))[:, None]
-        lb -= ix.c_lb * ix.nr_max_g[gids]
+        lb -= ix.c_lb * ix.nr_max_g32[gids]
         need_r = lb <= u[rows, None]  # (n, len(gids))
         if counts_mode:
             present = (need_r.to(torch.float32) @ ix.group_onehot[gids]) > 0
@@ -620,7 +654,7 @@ def _search_batch(
 
 
 class _Workers:
-    """Run on CPU with one intra-op thread per Python worker thread; restore afterwards.
+    """On CPU: one intra-op thread per Python worker thread, restored afterwards.
 
     Many small ops scale badly with OpenMP intra-op threads on a busy machine (idle OpenMP
     threads spin); independent batches on Python threads (torch releases the GIL) do not.

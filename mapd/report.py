@@ -476,7 +476,10 @@ def _dataset_section(name: str, spec: Mapping[str, Any], gallery_dir: Path) -> d
             {
                 "seed": s,
                 "epochs": len(epochs),
-                "final_test_acc": float(m["final_test_acc"]),
+                # None when the data set has no test split (e.g. an image folder)
+                "final_test_acc": float("nan")
+                if m["final_test_acc"] is None
+                else float(m["final_test_acc"]),
                 "train_seconds": float(sum(float(e.get("seconds", 0.0)) for e in epochs)),
                 "recording": str(m.get("recording", "")),
             }

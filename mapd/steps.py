@@ -21,7 +21,7 @@ from mapd.cscores import compute_cscores, load_cscores_file, read_method, save_c
 from mapd.data import ImageDataset, load_dataset
 from mapd.engine.run import train_trajectories
 from mapd.engine.stream import FileRows
-from mapd.errors import ConfigError
+from mapd.errors import ConfigError, MissingSplit
 from mapd.io import atomic_dir, load_npy, save_json, save_npy, save_table
 from mapd.probes import ProbeSuite, build_probe_suite
 
@@ -44,6 +44,15 @@ def load_split(config: dict[str, Any], name: str, split: str) -> ImageDataset:
     return ds
 
 
+def optional_split(config: dict[str, Any], name: str, split: str) -> ImageDataset | None:
+    """The split, or None when this copy of the data set has none (an image folder without val/)."""
+    try:
+        return load_split(config, name, split)
+    except MissingSplit as e:
+        log(f"{name}: no {split} split ({e})")
+        return None
+
+
 def data_summary(config: dict[str, Any], name: str, out: str | Path) -> dict[str, Any]:
     """Load every split of the data set, validate it, and write counts per class/group/split."""
     from mapd.data import get_spec
@@ -58,7 +67,13 @@ def data_summary(config: dict[str, Any], name: str, out: str | Path) -> dict[str
         "splits": {},
     }
     for split in spec.splits:
-        ds = load_split(config, name, split)
+        ds = (
+            optional_split(config, name, split)
+            if split != "train"
+            else load_split(config, name, split)
+        )
+        if ds is None:
+            continue
         summary["splits"][split] = ds.summary()
         log(f"{name}/{split}: {len(ds)} examples, {ds.num_classes} classes")
     save_json(out, summary)
@@ -123,8 +138,10 @@ def train(
     suite = ProbeSuite.load(probes_dir)
     ds = load_split(config, name, "train")
     # the evaluation split: test, or val where a data set publishes no test labels (ImageNet)
-    eval_split = next((sp for sp in ("test", "val") if sp in _splits(s)), None)
-    test = load_split(config, name, eval_split) if eval_split else None
+    test = None
+    for split in ("test", "val"):
+        if split in _splits(s) and (test := optional_split(config, name, split)) is not None:
+            break
     streaming = ds.images is None
     if streaming:  # file-backed: data rows are decoded from their files every epoch
         _check_probe_size(suite, s["train"], name)

@@ -55,7 +55,7 @@ from mapd.data.files import (
     decode_image,
     require_dir,
 )
-from mapd.errors import ConfigError, DataError
+from mapd.errors import ConfigError, DataError, MissingSplit
 
 SPLITS = ("train", "val", "test")
 DECODE_SAMPLE = 64  # images decoded as a check when the data stay file-backed
@@ -199,7 +199,7 @@ def _from_tree(split: str, root: Path, classes: tuple[str, ...] | None) -> _List
     present = [s for s in SPLITS if (root / s).is_dir()]
     if present:
         if split not in present:
-            raise ConfigError(
+            raise MissingSplit(
                 f"imagefolder: {root} has split folder(s) {', '.join(present)} but no "
                 f"{split!r} folder ({root / split})"
             )
@@ -208,7 +208,7 @@ def _from_tree(split: str, root: Path, classes: tuple[str, ...] | None) -> _List
         layout = "ROOT/<split>/<class>/<image>"
     else:
         if split != "train":
-            raise ConfigError(
+            raise MissingSplit(
                 f"imagefolder: {root} has no split folders (train/, val/, test/), so all of its "
                 f"images form the 'train' split and there is no {split!r} split. Make "
                 f"{root}/{split}/<class>/ folders, or use a manifest with a 'split' column."
@@ -300,12 +300,12 @@ def _from_manifest(
         keep = (df["split"] == split).to_numpy()
         if not keep.any():
             have = ", ".join(sorted(set(df["split"]))) or "none"
-            raise ConfigError(
+            raise MissingSplit(
                 f"imagefolder: manifest {manifest} has no rows with split {split!r} "
                 f"(split values present: {have})"
             )
     elif split != "train":
-        raise ConfigError(
+        raise MissingSplit(
             f"imagefolder: manifest {manifest} has no 'split' column, so all of its rows form "
             f"the 'train' split and there is no {split!r} split"
         )
