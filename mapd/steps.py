@@ -171,6 +171,10 @@ def train(
         device=config["device"],
         log=log,
     )
+    if test is not None and result.test_correct is not None and "group" in test.attrs:
+        result.metrics["test_groups"] = group_accuracy(result.test_correct, test.attrs["group"])
+        g = result.metrics["test_groups"]
+        log(f"{name}: test accuracy {g['average']:.4f}, worst group {g['worst_group']:.4f}")
     metrics = {
         **result.metrics,
         "dataset": name,
@@ -198,6 +202,19 @@ def _check_probe_size(suite: ProbeSuite, train: dict[str, Any], name: str) -> No
             f"{name}: the probe suite was materialised with image_size/resize {list(have)} but "
             f"train/image_size, train/resize are {list(want)}: rebuild the probes (mapd probes)"
         )
+
+
+def group_accuracy(correct: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """Average and worst-group accuracy (the spurious-correlation metrics of JTT and MAP-D)."""
+    correct, groups = np.asarray(correct, dtype=bool), np.asarray(groups)
+    per = {str(g): float(correct[groups == g].mean()) for g in np.unique(groups)}
+    counts = {str(g): int((groups == g).sum()) for g in np.unique(groups)}
+    return {
+        "average": float(correct.mean()),
+        "worst_group": min(per.values()),
+        "per_group": per,
+        "counts": counts,
+    }
 
 
 def _splits(settings: dict[str, Any]) -> tuple[str, ...]:
@@ -367,11 +384,15 @@ def audit_metrics(config: dict[str, Any]) -> dict[str, Any]:
     for name in config["datasets"]:
         held: dict[str, list[float]] = {}
         test: list[float] = []
+        worst: list[float] = []
         for seed in config["seeds"]:
             paths = layout(config, name, seed)
             for setting, res in load_json(paths["assign"] / "heldout.json")["settings"].items():
                 held.setdefault(setting, []).append(res["accuracy"])
-            acc = load_json(paths["run"] / "metrics.json").get("final_test_acc")
+            run_metrics = load_json(paths["run"] / "metrics.json")
+            acc = run_metrics.get("final_test_acc")
+            if "test_groups" in run_metrics:
+                worst.append(run_metrics["test_groups"]["worst_group"])
             if acc is not None:
                 test.append(acc)
         entry = {
@@ -383,6 +404,12 @@ def audit_metrics(config: dict[str, Any]) -> dict[str, Any]:
                 "mean": float(np.mean(test)),
                 "std": float(np.std(test)),
                 "seeds": len(test),
+            }
+        if worst:
+            entry["test_worst_group_acc"] = {
+                "mean": float(np.mean(worst)),
+                "std": float(np.std(worst)),
+                "seeds": len(worst),
             }
         out[name] = entry
     return out

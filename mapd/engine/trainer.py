@@ -116,6 +116,7 @@ class TrainResult:
     correct: np.ndarray  # (N, T) bool
     metrics: dict[str, Any]
     model: torch.nn.Module | None = None
+    test_correct: np.ndarray | None = None  # (N_test,) bool, correctness after the last epoch
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -168,6 +169,7 @@ class Trainer:
         self.n = len(train)
         self.epoch = 0  # epochs completed
         self.metrics: list[dict[str, Any]] = []
+        self.test_correct: np.ndarray | None = None
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(seed)
         if settings.record not in ("eval", "online", "none"):
@@ -352,7 +354,9 @@ class Trainer:
             t2 = time.perf_counter()
             test_acc = None
             if self.test_src is not None:
-                test_acc = float(self.evaluate(self.test_src)[1].float().mean())
+                test_ok = self.evaluate(self.test_src)[1]
+                self.test_correct = test_ok.cpu().numpy()  # per example, e.g. for group accuracy
+                test_acc = float(test_ok.float().mean())
             t3 = time.perf_counter()
             self.epoch = e + 1
             row = {
@@ -382,7 +386,15 @@ class Trainer:
         loss, correct = np.array(self.loss_mm), np.array(self.correct_mm)
         if self.s.record != "none" and not np.isfinite(loss).all():
             raise DataError("recorded trajectories contain NaN or inf losses")
-        return TrainResult(loss=loss, correct=correct, metrics=self.summary(), model=self.model)
+        if self.test_src is not None and self.test_correct is None:  # resumed after the last epoch
+            self.test_correct = self.evaluate(self.test_src)[1].cpu().numpy()
+        return TrainResult(
+            loss=loss,
+            correct=correct,
+            metrics=self.summary(),
+            model=self.model,
+            test_correct=self.test_correct,
+        )
 
     def summary(self) -> dict[str, Any]:
         train_s = sum(m["train_s"] for m in self.metrics)
