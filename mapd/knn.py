@@ -1,48 +1,48 @@
-"""Exact k-NN metadata assignment (paper Eqs. 6 and 7), fast on CPU and CUDA.
+"""Exact k-NN metadata assignment (paper Eqs. 6 and 7), pruned, on CPU and CUDA.
 
 ``knn_proba`` returns exactly what scikit-learn's
 ``KNeighborsClassifier(k).fit(refs, labels).predict_proba(queries)`` returns (Euclidean distance,
 uniform weights) without computing and ranking all N x M distances. Every step is a torch op, so
 the same code runs on CPU and CUDA.
 
-Method, per batch of queries:
+Method, per batch of queries (``d_k`` is a query's k-th smallest distance):
 
-1. **Groups and a lower bound.** The references (probe trajectories) are split, per class, into
-   groups of at most ``_LEAF`` rows by recursive median splits along principal axes. Trajectories
-   are projected onto the top ``d`` principal axes of the references: with ``z = P x`` and the
-   residual norm ``rho = ||x - P^T z||``,
-   ``||q - r||^2 >= ||z_q - z_r||^2 + (rho_q - rho_r)^2`` (Pythagoras and the reverse triangle
-   inequality). Its minimum over a group, minus a rounding allowance, is a lower bound ``L_g`` of
-   the distance from the query to every member of group ``g``.
-2. **An upper bound of the k-th distance.** The query's home group is the one with the smallest
-   ``L_g``; every group stores the k references nearest its centre (its seeds). The largest
-   distance to the home seeds plus a rounding allowance is ``U >= d_k``. A group with
-   ``L_g > U`` holds no neighbour.
-3. **Class shortcut** (``knn_proba``). If all groups that may hold a neighbour belong to one
+1. **Groups.** The references (probe trajectories) are split, per class, into groups of at most
+   ``_LEAF`` rows by recursive median splits along principal axes. Each group has a centre ``c``
+   and a radius ``R`` in the projection ``z = P x`` onto the top ``d`` principal axes of the
+   references (orthonormal rows, so ``||z_q - z_r|| <= ||q - r||``), and stores its *seeds*: the
+   k references nearest its centre.
+2. **Bounds.** A query's home group is the one with the nearest centre. The largest distance to
+   the home seeds, plus a rounding allowance, is ``U >= d_k`` (k references are that close).
+   A group can hold a neighbour only if ``||z_q - c|| - R <= sqrt(U)`` (triangle inequality).
+3. **Class shortcut** (``knn_proba``): when every group that can hold a neighbour belongs to one
    class, all k neighbours are of that class.
-4. **Ranking.** The other queries are processed per home group (centred on its centre, which
-   shrinks rounding errors) against the union of their candidate groups with one float32 GEMM.
-   Selection is two-level: the minima of 4-column tuples, the ``k + margin`` best tuples, then
-   the k best of their elements. The k-th best tuple minimum is another upper bound of the k-th
-   distance, which gives a second class shortcut.
-5. **Certification.** Each float32 distance has a rigorous error bound ``e`` (the standard
-   ``T * u`` dot-product bound, ``u = 2^-24``). With ``v_k`` the k-th float32 distance, every
+4. **Ranking.** The other queries are processed per home group, centred on its centre (smaller
+   norms, smaller rounding errors), against the union of their candidate groups with one float32
+   GEMM. Selection is two-level: minima of 4-reference tuples, the ``k + margin`` best tuples, then
+   the k best of their elements. The k-th best tuple minimum is another ``U``, which gives a second
+   class shortcut.
+5. **Certification.** A float32 distance has a rigorous error bound ``e`` (the standard
+   ``(T + 2) u`` dot-product bound, ``u = 2^-24``). With ``v_k`` the k-th float32 distance, every
    element below ``v_k - 2e`` is a true neighbour and none above ``v_k + 2e`` is, so the result is
    exact when the elements in between cannot change it (one class for ``knn_proba``; all of them
-   selected for ``knn_neighbors``). Other queries (typically well under 1%) are recomputed in
-   float64 and, if still ambiguous there, with the direct formula ``sum((q - r)^2)`` in float64.
+   selected, in a certain order, for ``knn_neighbors``). Other queries (a fraction of a percent)
+   are recomputed in float64 and, if still ambiguous, with the direct formula ``sum((q - r)^2)``.
 
-**Ties.** scikit-learn keeps a max-heap of size k per query, pushes references in index order and
-replaces the root only for a strictly smaller distance. When references are exactly tied across
-the k-th position (e.g. duplicated probe trajectories of different categories), that heap is
-replayed on the query's float64 distances, so the same tied references are kept. Distances that
-differ only by scikit-learn's own float64 rounding (~1e-16 of the squared norms) are ranked by
-their exact values, where scikit-learn may follow its rounding noise; for continuous data this
-does not happen in practice. ``knn_neighbors`` orders each row nearest first, equal distances by
-reference index.
+**Ties and rounding.** ``predict_proba`` searches by brute force when ``T > 15`` or
+``k >= M // 2`` (else with a k-d tree). Brute force keeps a max-heap of size k per query, pushes
+references in index order and replaces the root only for a strictly smaller distance; for
+queries whose k-th distance is ambiguous even in float64, that heap is replayed on exact float64
+distances ``sum((q - r)^2)``, so exactly tied references (e.g. duplicated probe trajectories of
+different categories) are resolved the same way. With a k-d tree the visiting order decides
+ties, so those few queries are handed to scikit-learn's own ``kneighbors``. Every bound carries
+a margin for scikit-learn's rounding (float32 differences in the k-d tree, float64 sums); only
+distances equal up to about 1e-16 relative could still be ordered differently, which does not
+happen for continuous data. ``knn_neighbors`` returns each row nearest first, equal distances
+by index.
 
 On CPU the batches run on ``torch.get_num_threads()`` Python threads with one intra-op thread each
-(many small ops scale badly with OpenMP on a busy machine); the thread setting is restored after.
+(many small ops scale badly with OpenMP threads on a busy machine); the setting is restored after.
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ from mapd.errors import DataError
 
 _U32 = 2.0**-24  # unit roundoff, float32
 _U64 = 2.0**-53  # unit roundoff, float64
-_PCA_DIMS = 12  # dimensions of the lower-bound projection
-_LEAF = 32  # most references per group
-_TUPLE = 4  # columns per tuple in the two-level selection
-_PREP_ROWS = 1024  # rows per float64 step (keeps temporaries in cache)
+_PCA_DIMS = 12  # dimensions of the projection used by the group bound
+_LEAF = 64  # most references per group
+_TUPLE = 4  # references per tuple in the two-level selection
+_PREP_ROWS = 4096  # rows per float64 conversion step (keeps temporaries small)
 _CHECK_ROWS = 65536  # rows per finiteness check (bounds the temporary)
 _BIG = 1e30  # squared norm of padding columns: never a neighbour, finite in GEMMs
-_HOME_MASK = 1023  # low bits of the home-group key (so at most 1024 groups)
+_HOME_MASK = 1023  # low bits of the home-group key, so at most 1024 groups
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:
@@ -82,7 +82,7 @@ def _check_finite(name: str, a: np.ndarray) -> None:
 
 
 def _validate(queries: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The single place where inputs are checked; raises DataError naming the problem."""
+    """The single place where trajectories are checked; raises DataError naming the problem."""
     queries = np.asarray(queries)
     refs = np.asarray(refs)
     if queries.ndim != 2 or refs.ndim != 2 or queries.shape[1] != refs.shape[1]:
@@ -95,8 +95,8 @@ def _validate(queries: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray
     for name, a in (("query trajectories", queries), ("probe trajectories", refs)):
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise DataError(f"{name} must be numeric, got dtype {a.dtype}")
-    if k < 1:
-        raise DataError(f"k must be >= 1, got {k}")
+    if int(k) != k or k < 1:
+        raise DataError(f"k must be a positive integer, got {k}")
     if len(refs) < k:
         raise DataError(f"k={k} neighbours requested but only {len(refs)} reference trajectories")
     _check_finite("query trajectories", queries)
@@ -132,36 +132,32 @@ def _split_groups(z: np.ndarray, classes: np.ndarray, leaf: int) -> list[np.ndar
 class _RefIndex:
     """References prepared for searching; all tensors live on ``device``.
 
-    "Columns" are the references in group order, each group padded to ``s`` columns; ``G`` is the
-    number of groups, ``d`` the projection dimension, ``C`` the number of classes. Coordinates
-    are centred on ``mu64`` (the mean reference) unless stated otherwise.
+    Coordinates are centred on ``mu32`` (the mean reference rounded to float32; queries and
+    references are shifted by exactly the same vector). "Columns" are the references in group
+    order, each group padded to ``s`` columns. ``G`` groups, ``d`` projection dimensions, ``C``
+    classes.
     """
 
     k: int
     num_classes: int
     device: torch.device
+    tree: bool  # scikit-learn would search with a k-d tree (T <= 15 and k < M // 2)
+    refs_in: np.ndarray  # (M, T) the references as given (for _sklearn_rows)
     s: int  # padded group width, a multiple of _TUPLE
-    c_ball: float  # rounding allowance of the ball bound, relative to ||q||^2 + ||r||^2
-    c_lb: float  # ... of the per-reference bound
-    c_e: float  # error bound of a float32 distance, relative to ||q||^2 + ||r||^2
-    c_in: float  # ... of rounding the centred inputs to float32, relative to the same
+    c_proj: float  # error of a float32 projection z, relative to ||x||
+    c_dz: float  # error of a float32 ||z - c||^2, relative to ||x||^2 + ||c||^2
+    c_e: float  # error of a float32 distance, relative to ||q||^2 + ||r||^2
+    c_in: float  # error from re-centring rounded inputs, relative to the same about mu32
     nr_max: float  # largest squared norm of a reference
-    mu32: torch.Tensor  # (T,) float32 mean reference (input coordinates): the centre
+    mu32: torch.Tensor  # (T,) float32 centre, input coordinates
     mu64: torch.Tensor  # (T,) float64 the same values
     r64: torch.Tensor  # (M, T) float64 centred references, original order
-    nr64: torch.Tensor  # (M,) float64 squared norms of r64
+    nr64: torch.Tensor  # (M,) float64 their squared norms
     labels: torch.Tensor  # (M,) int64
-    proj64: torch.Tensor  # (d, T) float64 orthonormal rows
-    ball_c: torch.Tensor  # (d, G) float64 group centres in the projection
-    ball_cn: torch.Tensor  # (G,) float64 their squared norms
-    ball_c32: torch.Tensor  # (d, G) float32 the same centres
+    proj32: torch.Tensor  # (d, T) float32 orthonormal rows (principal axes)
+    ball_c32: torch.Tensor  # (d, G) float32 group centres in the projection
     ball_cn32: torch.Tensor  # (G,) float32 their squared norms
-    ball_r: torch.Tensor  # (G,) float64 group radii in the projection
-    ball_rho_mid: torch.Tensor  # (G,) float64 middle of the group's residual-norm range
-    ball_rho_half: torch.Tensor  # (G,) float64 half width of that range
-    nr_max_g: torch.Tensor  # (G,) float64 largest squared norm in each group
-    nr_max_g32: torch.Tensor  # (G,) float32 the same
-    lb_rhs: torch.Tensor  # (d+2, G*s) float32 rows -2 z_r, -2 rho_r, ||r||^2 (pads 0, 0, _BIG)
+    ball_r32: torch.Tensor  # (G,) float32 group radii about those centres (rounded up)
     seed_lhs: torch.Tensor  # (G, k, T+2) float32 rows [-2 r, ||r||^2, 1] of each group's seeds
     seed_nrmax: torch.Tensor  # (G,) float32 largest squared norm among the seeds
     centres32: torch.Tensor  # (G, T) float32 group centres
@@ -181,20 +177,18 @@ def _build_index(
     refs: np.ndarray, labels: np.ndarray, num_classes: int, k: int, device: torch.device
 ) -> _RefIndex:
     m, t = refs.shape
-    f64 = torch.float64
+    f32, f64 = torch.float32, torch.float64
     r_in = torch.as_tensor(refs, device=device).to(f64)
-    # centre on a float32 vector so queries centred in float32 see exactly the same shift
-    mu32 = r_in.mean(0).to(torch.float32)
+    mu32 = r_in.mean(0).to(f32)
     mu64 = mu32.to(f64)
     r64 = r_in - mu64
     nr64 = (r64 * r64).sum(1)
     d = min(_PCA_DIMS, t, m)
-    proj64 = torch.linalg.eigh(r64.T @ r64)[1][:, t - d :].T.contiguous()
+    proj64 = torch.linalg.eigh(r64.T @ r64)[1][:, t - d :].T.contiguous()  # (d, T)
     z64 = r64 @ proj64.T
-    rho64 = (nr64 - (z64 * z64).sum(1)).clamp_min(0).sqrt()
 
     lab_np = np.asarray(labels, dtype=np.int64)
-    # leaves of leaf/2..leaf rows: keep the number of groups within the home-key bits
+    # leaves hold leaf/2..leaf rows; keep the number of groups within the home-key bits
     leaf = max(_LEAF, -(-2 * m // (_HOME_MASK + 1)))
     groups = _split_groups(z64.cpu().numpy(), lab_np, leaf)
     s = -(-max(len(g) for g in groups) // _TUPLE) * _TUPLE
@@ -206,34 +200,27 @@ def _build_index(
         pad_np[j * s : j * s + len(g)] = False
     col_ref = torch.as_tensor(col_ref_np, device=device)
     pad = torch.as_tensor(pad_np, device=device)
+    grp_pad = pad.view(n_g, s)
     real = (~pad).to(f64)[:, None]
     lab = torch.as_tensor(lab_np, device=device)
-    grp = pad.view(n_g, s)
+    sizes = (~grp_pad).sum(1, keepdim=True).to(f64)
 
-    # ball bound per group: centre and radius in the projection, range of residual norms
+    # ball of each group in the projection, about its float32 centre
     zc = (z64[col_ref] * real).view(n_g, s, d)
-    sizes = (~grp).sum(1, keepdim=True).to(f64)
-    ball_c = zc.sum(1) / sizes
-    ball_r = torch.where(grp, 0.0, (zc - ball_c[:, None]).norm(dim=2)).amax(1)
-    rho_c = rho64[col_ref].view(n_g, s)
-    rho_lo = torch.where(grp, torch.inf, rho_c).amin(1)
-    rho_hi = torch.where(grp, -torch.inf, rho_c).amax(1)
+    ball_c32 = (zc.sum(1) / sizes).to(f32)
+    dist_c = (zc - ball_c32.to(f64)[:, None]).norm(dim=2)
+    ball_r = torch.where(grp_pad, 0.0, dist_c).amax(1)
 
-    nr_cols = torch.where(pad, 0.0, nr64[col_ref])
-    lb_rhs = torch.cat(
-        [-2.0 * z64[col_ref] * real, -2.0 * rho64[col_ref, None] * real, nr_cols[:, None]], 1
-    )
-    lb_rhs[pad, -1] = _BIG
-    # Rounding allowances (doubled for safety), relative to ||q||^2 + ||r||^2. Ball bound: in
-    # float64 from the float32-rounded projection (4u). Per-reference bound: inputs rounded to
-    # float32 (4u), float64 projection (negligible), float32 GEMM of d + 2 terms, one addition.
-    # Float32 distance ||q||^2 + ||r||^2 - 2 q.r as one GEMM of T + 2 terms: (T + 2) u times
-    # 2 ||q|| ||r|| + ||q||^2 + ||r||^2 <= 2 (||q||^2 + ||r||^2), squared norms T u each,
-    # input rounding 4u. Re-centring rounded inputs on a group centre adds 4u of the norms
-    # about the mean.
-    c_ball = 2.0 * (4 * _U32 + 64 * (t + d) * _U64)
-    c_lb = 2.0 * (d + 8) * _U32
-    c_e = 2.0 * (4 * t + 16) * _U32
+    # Rounding allowances. Projection: P rounded to float32 and a T-term float32 dot product per
+    # axis, plus the input rounding: sqrt(d) (T + 2) u ||x||. Squared centre distance in GEMM
+    # form: (d + 4) u (||z||^2 + ||c||^2). Float32 distance ||q||^2 + ||r||^2 - 2 q.r as one GEMM
+    # of T + 2 terms: (T + 2) u times 2 ||q|| ||r|| + ||q||^2 + ||r||^2 <= 2 (||q||^2 + ||r||^2);
+    # squared norms (T + 2) u each; input rounding 4u; in all (3T + 16) u of ||q||^2 + ||r||^2.
+    # Re-centring rounded inputs on a group centre adds 4u of the norms about mu32. The first
+    # two and the last are doubled, the third multiplied by 1.25.
+    c_proj = 2.0 * math.sqrt(d) * (t + 2) * _U32
+    c_dz = 2.0 * (d + 4) * _U32
+    c_e = 1.25 * (3 * t + 16) * _U32 + 16 * _U32  # + 16u: scikit-learn's own rounding
     c_in = 8.0 * _U32
 
     centres = torch.zeros(n_g, t, dtype=f64, device=device)
@@ -251,9 +238,11 @@ def _build_index(
         k=k,
         num_classes=num_classes,
         device=device,
+        tree=t <= 15 and k < m // 2,
+        refs_in=refs,
         s=s,
-        c_ball=c_ball,
-        c_lb=c_lb,
+        c_proj=c_proj,
+        c_dz=c_dz,
         c_e=c_e,
         c_in=c_in,
         nr_max=float(nr64.max()),
@@ -262,30 +251,20 @@ def _build_index(
         r64=r64,
         nr64=nr64,
         labels=lab,
-        proj64=proj64,
-        ball_c=ball_c.T.contiguous(),
-        ball_cn=(ball_c * ball_c).sum(1),
-        ball_c32=ball_c.T.contiguous().to(torch.float32),
-        ball_cn32=(ball_c * ball_c).sum(1).to(torch.float32),
-        ball_r=ball_r,
-        ball_rho_mid=(rho_lo + rho_hi) / 2,
-        ball_rho_half=(rho_hi - rho_lo) / 2,
-        nr_max_g=nr_cols.view(n_g, s).amax(1),
-        nr_max_g32=nr_cols.view(n_g, s).amax(1).to(torch.float32),
-        lb_rhs=lb_rhs.T.contiguous().to(torch.float32),
-        seed_lhs=seed_lhs.contiguous().to(torch.float32),
-        seed_nrmax=nr64[seed_idx].amax(1).to(torch.float32),
-        centres32=centres.to(torch.float32),
-        cols32=(r64[col_ref] * real).to(torch.float32).contiguous(),
+        proj32=proj64.to(f32),
+        ball_c32=ball_c32.T.contiguous(),
+        ball_cn32=(ball_c32 * ball_c32).sum(1),
+        ball_r32=(ball_r * (1 + 4 * _U32)).to(f32),
+        seed_lhs=seed_lhs.to(f32).contiguous(),
+        seed_nrmax=nr64[seed_idx].amax(1).to(f32),
+        centres32=centres.to(f32),
+        cols32=(r64[col_ref] * real).to(f32).contiguous(),
         pad=pad,
         col_ref=col_ref,
         col_lab=lab[col_ref],
-        group_onehot=torch.nn.functional.one_hot(group_lab, num_classes).to(torch.float32),
+        group_onehot=torch.nn.functional.one_hot(group_lab, num_classes).to(f32),
         group_ids=torch.arange(n_g, dtype=torch.int32, device=device),
     )
-
-
-_now = time.perf_counter
 
 
 class _Clock:
@@ -294,7 +273,7 @@ class _Clock:
     def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
         self.timings = timings
         self.cuda = device.type == "cuda"
-        self.last = _now()
+        self.last = time.perf_counter()
         self.lock = threading.Lock()
 
     def __call__(self, stage: str, count: int | None = None) -> None:
@@ -306,7 +285,7 @@ class _Clock:
             return
         if self.cuda:
             torch.cuda.synchronize()
-        now = _now()
+        now = time.perf_counter()
         with self.lock:
             self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
         self.last = now
@@ -316,7 +295,7 @@ def _heap_select(values: np.ndarray, k: int) -> np.ndarray:
     """Replay scikit-learn's per-query max-heap (``sklearn.utils._heap.heap_push``).
 
     ``values`` (M,) are pushed in index order; the root is replaced only by a strictly smaller
-    value. Returns the k kept reference indices (in heap order).
+    value. Returns the k kept reference indices (heap order).
     """
     vals = [math.inf] * k
     idx = [-1] * k
@@ -358,31 +337,60 @@ def _sort_nearest_first(idx: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return idx.gather(1, torch.sort(dist, dim=1, stable=True).indices)
 
 
-def _exact_rows(ix: _RefIndex, x_in: torch.Tensor) -> torch.Tensor:
+def _sklearn_rows(ix: _RefIndex, x_in: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's own neighbour sets for queries ``x_in`` (n, T): (n, k) int64.
+
+    Used for ambiguous queries when scikit-learn searches with a k-d tree, whose order of
+    visiting references decides exact ties; ``KNeighborsClassifier.predict_proba`` then counts
+    the labels of exactly these ``kneighbors``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=ix.k).fit(ix.refs_in)
+    return torch.as_tensor(
+        nn.kneighbors(x_in.cpu().numpy(), return_distance=False), device=ix.device
+    )
+
+
+def _exact_rows(ix: _RefIndex, x_in: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     """Exact neighbours of a few queries ``x_in`` (n, T) in input coordinates: (n, k) int64.
 
-    Float64 expanded distances settle every reference farther than their error bound from the
-    k-th distance; otherwise the row is recomputed with the direct formula, and an exact tie
-    across the k-th position is resolved by replaying scikit-learn's heap.
+    ``cand`` (m,) int64 are the references that can be neighbours (every other one is farther
+    than the k-th distance). Float64 expanded distances settle every reference farther than
+    their error bound from the k-th distance. Otherwise, when scikit-learn searches by brute
+    force, the row is recomputed with the direct formula over all references and an exact tie
+    across the k-th position is resolved by replaying scikit-learn's heap; when it uses a k-d
+    tree, scikit-learn itself is asked.
     """
     k = ix.k
-    m, t = ix.r64.shape
+    m_all, t = ix.r64.shape
     x64 = x_in.to(torch.float64) - ix.mu64
-    nq = (x64 * x64).sum(1)
-    d64 = nq[:, None] + ix.nr64[None] - 2.0 * (x64 @ ix.r64.T)  # (n, M)
-    e = 2.0 * (2 * t + 16) * _U64 * (nq + ix.nr64.max())
-    vals, idx = torch.topk(d64, min(m, k + 16), dim=1, largest=False, sorted=True)
+    nq = torch.linalg.vector_norm(x64, dim=1).square_()
+    r64, nr = ix.r64[cand], ix.nr64[cand]
+    d64 = torch.addmm(nr, x64, r64.T, alpha=-2.0).add_(nq[:, None])  # (n, m)
+    vals, pos = torch.topk(d64, min(len(cand), k + 16), dim=1, largest=False, sorted=True)
     vk = vals[:, k - 1]
+    e = (3 * t + 16) * _U64 * (nq + nr.max())
+    if ix.tree:  # a k-d tree may round differences in float32
+        e += 8 * _U32 * vk.abs()
     below = (d64 < (vk - 2 * e)[:, None]).sum(1)
-    zone = ((d64 - vk[:, None]).abs() <= 2 * e[:, None]).sum(1)
-    out = _sort_nearest_first(idx[:, :k], vals[:, :k])
+    zone = ((d64 - vk[:, None]).abs_() <= 2 * e[:, None]).sum(1)
+    out = _sort_nearest_first(cand[pos[:, :k]], vals[:, :k])
+    ambiguous = torch.nonzero(zone > k - below).flatten()
+    if len(ambiguous) == 0:
+        return out
+    if ix.tree:
+        kept = _sklearn_rows(ix, x_in[ambiguous])
+        direct = ((ix.r64[kept] - x64[ambiguous, None]) ** 2).sum(-1)
+        out[ambiguous] = _sort_nearest_first(kept, direct)
+        return out
     step = max(1, (1 << 20) // t)
-    for i in torch.nonzero(zone > k - below).flatten().tolist():
-        row = torch.empty(m, dtype=torch.float64, device=ix.device)
-        for a in range(0, m, step):
+    for i in ambiguous.tolist():
+        row = torch.empty(m_all, dtype=torch.float64, device=ix.device)
+        for a in range(0, m_all, step):
             row[a : a + step] = ((ix.r64[a : a + step] - x64[i]) ** 2).sum(1)
         rv, ro = torch.sort(row, stable=True)
-        if k < m and rv[k - 1] == rv[k]:
+        if k < m_all and rv[k - 1] == rv[k]:
             kept = torch.as_tensor(_heap_select(row.cpu().numpy(), k), device=ix.device)
         else:
             kept = ro[:k]
@@ -393,62 +401,46 @@ def _exact_rows(ix: _RefIndex, x_in: torch.Tensor) -> torch.Tensor:
 def _prepare(
     ix: _RefIndex, x_in: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centre and project a batch ``x_in`` (b, T) of queries (input coordinates).
+    """Centre a batch ``x_in`` (b, T) of queries (input coordinates) and find home groups.
 
     Returns ``xa`` (b, T+2) float32 rows ``[x, 1, ||x||^2]`` (``x`` centred and rounded to
-    float32 exactly like the references), ``aq`` (b, d+2) float32 rows ``[z, rho, 1]``, ``nq``
-    (b,) float32 ``||x||^2`` and ``home`` (b,) int64, a group with a near centre.
+    float32 like the references), ``dz`` (b, G) float32 squared distances from the projection to
+    the group centres, ``xn`` (b,) float32 ``||x||`` and ``home`` (b,) int64, the group with the
+    nearest centre.
     """
     b, t = x_in.shape
-    d, n_g, dev = len(ix.proj64), ix.g, ix.device
-    xa = torch.empty(b, t + 2, device=dev)
+    xa = torch.empty(b, t + 2, device=ix.device)
     if x_in.dtype == torch.float32:
         torch.sub(x_in, ix.mu32, out=xa[:, :t])
     else:
         for a in range(0, b, _PREP_ROWS):
             xa[a : a + _PREP_ROWS, :t] = x_in[a : a + _PREP_ROWS].to(torch.float64) - ix.mu64
     xa[:, t] = 1.0
-    aq = torch.empty(b, d + 2, device=dev)
-    aq[:, d + 1] = 1.0
-    nq = torch.empty(b, device=dev)
-    key = torch.empty(b, n_g, dtype=torch.int32, device=dev)
-    for a in range(0, b, _PREP_ROWS):
-        x64 = xa[a : a + _PREP_ROWS, :t].to(torch.float64)
-        n = len(x64)
-        nq64 = torch.linalg.vector_norm(x64, dim=1).square_()
-        z = x64 @ ix.proj64.T
-        zn = torch.linalg.vector_norm(z, dim=1).square_()
-        aq[a : a + n, d] = (nq64 - zn).clamp_min_(0).sqrt_()
-        aq[a : a + n, :d] = z
-        nq[a : a + n] = nq64
-        # home = nearest centre in the projection; the group index rides in the low bits of
-        # the (non-negative) float32 key, so one integer amin finds it
-        dz = torch.addmm(ix.ball_cn32, z.to(torch.float32), ix.ball_c32, alpha=-2.0)
-        dz += zn.to(torch.float32)[:, None]
-        torch.bitwise_or(
-            dz.clamp_min_(0).view(torch.int32) & ~_HOME_MASK, ix.group_ids, out=key[a : a + n]
-        )
-    xa[:, t + 1] = nq
+    xn = torch.linalg.vector_norm(xa[:, :t], dim=1)
+    xa[:, t + 1] = xn.square()
+    z = xa[:, :t] @ ix.proj32.T
+    dz = torch.addmm(ix.ball_cn32, z, ix.ball_c32, alpha=-2.0)
+    dz += torch.linalg.vector_norm(z, dim=1).square_()[:, None]
+    dz.clamp_min_(0)
+    # the group index rides in the low bits of the (non-negative) float32 key, so one integer
+    # amin finds the nearest centre (near-ties do not matter: any home is correct)
+    key = torch.bitwise_or(dz.view(torch.int32) & ~_HOME_MASK, ix.group_ids)
     home = (key.amin(1) & _HOME_MASK).to(torch.int64)
-    return xa, aq, nq, home
+    return xa, dz, xn, home
 
 
-def _ball_need(ix: _RefIndex, aq: torch.Tensor, nq: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """(b, G) bool: groups whose ball bound does not exclude a neighbour (bound <= ``u``)."""
-    b = len(aq)
-    d = len(ix.proj64)
-    need = torch.empty(b, ix.g, dtype=torch.bool, device=ix.device)
-    for a in range(0, b, _PREP_ROWS):
-        part = aq[a : a + _PREP_ROWS].to(torch.float64)
-        z, rho = part[:, :d], part[:, d : d + 1]
-        zn = torch.linalg.vector_norm(z, dim=1).square_()
-        far = torch.addmm(ix.ball_cn, z, ix.ball_c, alpha=-2.0).add_(zn[:, None])
-        far = far.clamp_min_(0).sqrt_().sub_(ix.ball_r).clamp_min_(0).square_()
-        gap = (rho - ix.ball_rho_mid).abs_().sub_(ix.ball_rho_half).clamp_min_(0)
-        far += gap.square_()
-        far -= ix.c_ball * (nq[a : a + _PREP_ROWS, None] + ix.nr_max_g)
-        torch.le(far, u[a : a + _PREP_ROWS, None], out=need[a : a + _PREP_ROWS])
-    return need
+def _ball_need(ix: _RefIndex, dz: torch.Tensor, xn: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(b, G) bool: groups whose ball bound does not exclude a neighbour.
+
+    Every member r of group g has ``||q - r|| >= ||z_q - z_r|| >= ||z_q - c_g|| - R_g``, so g can
+    hold a neighbour only if ``||z_q - c_g|| <= R_g + sqrt(U)``. ``dz`` (b, G) are the float32
+    squared centre distances, ``xn`` (b,) the query norms, ``u`` (b,) the bounds U.
+    """
+    reach = ix.ball_r32[None] + (u.sqrt() + ix.c_proj * xn)[:, None]
+    reach.square_()
+    reach += (ix.c_dz * xn.square())[:, None]
+    reach += ix.c_dz * ix.ball_cn32
+    return dz <= reach
 
 
 def _count(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -458,7 +450,7 @@ def _count(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def _single_class(labels: torch.Tensor, mask: torch.Tensor, c: int) -> torch.Tensor:
-    """(n,) bool: all ``labels`` (n, m) where ``mask`` holds are equal (none counts as equal)."""
+    """(n,) bool: ``labels`` (n, m) are all equal where ``mask`` holds (False if it never does)."""
     return torch.where(mask, labels, c).amin(1) == torch.where(mask, labels, -1).amax(1)
 
 
@@ -481,10 +473,9 @@ def _rank_home_group(
     n, t2 = xh.shape
     t, w = t2 - 2, len(cols)
     ntup = w // _TUPLE
-    # tuples are 4 consecutive references of a group; order the columns member-major so the
-    # tuple minima are minima of 4 contiguous slices
+    # a tuple is _TUPLE consecutive references of a group; ordering the columns member-major
+    # makes the tuple minima the minima of _TUPLE contiguous slices
     cols = cols.view(ntup, _TUPLE).T.flatten()
-    # re-centre on the group centre: smaller norms, smaller rounding errors
     centre = ix.centres32[h]
     xh[:, :t] -= centre
     nqh = torch.linalg.vector_norm(xh[:, :t], dim=1).square_()
@@ -497,60 +488,58 @@ def _rank_home_group(
     rhs[:, t] = nrh.masked_fill(pad, _BIG)
     rhs[:, t + 1] = 1.0
     dist = xh @ rhs.T  # (n, W) squared distances
-    # Error bounds of the float32 distances (arithmetic and input rounding): ``e_u`` for any
-    # distance of the block, ``e_c`` for those to the candidate tuples.
+    # error bounds of the float32 distances: e_u for any of the block, e_c for the candidates
     nrh.masked_fill_(pad, 0.0)
     e_in = ix.c_in * (nq + ix.nr_max)
     e_u = ix.c_e * (nqh + nrh.amax()) + e_in
 
     kk = k + extra
     if ntup <= kk:  # too few columns for tuples to pay off: rank them all
-        cand = torch.arange(w, device=dev).expand(n, w)
         thr = torch.full((n,), torch.inf, device=dev)
         tlab = ix.col_lab[cols].expand(n, w)
-        return _finish(ix, dist, cand, thr, e_u, e_u, tlab, cols, counts_mode)
+        return _finish(ix, dist, None, thr, e_u, e_u, tlab, cols, counts_mode)
     sl = dist.view(n, _TUPLE, ntup)
     tmin = torch.minimum(sl[:, 0], sl[:, 1])
     for q in range(2, _TUPLE):
-        tmin = torch.minimum(tmin, sl[:, q], out=tmin)
+        torch.minimum(tmin, sl[:, q], out=tmin)
     tv, ti = torch.topk(tmin, kk, dim=1, largest=False, sorted=True)
     thr = tv[:, -1]  # every tuple not selected has a minimum >= thr
     tlab = ix.col_lab[cols[:ntup]][ti]  # (n, kk) class of each selected tuple
     nr_tup = nrh.view(_TUPLE, ntup).amax(0)
     e_c = ix.c_e * (nqh + nr_tup[ti].amax(1)) + e_in
-    cand = (ti[:, :, None] + torch.arange(0, w, ntup, device=dev)).flatten(1)  # (n, 4 kk)
+    cand = (ti[:, :, None] + torch.arange(0, w, ntup, device=dev)).flatten(1)  # (n, kk*_TUPLE)
+    cv = dist.gather(1, cand)  # candidate values, grouped by tuple
     if not counts_mode:
-        return _finish(ix, dist, cand, thr, e_c, e_u, tlab, cols, counts_mode)
-    # Second class shortcut: d_k <= tv[k-1] + e_c, so a neighbour's float32 distance is at
-    # most tv[k-1] + 2 e_c inside the selected tuples, and no other tuple holds one when
+        return _finish(ix, cv, cand, thr, e_c, e_u, tlab, cols, counts_mode)
+    # Second class shortcut: d_k <= tv[k-1] + e_c, so a neighbour's float32 distance is at most
+    # u2 = tv[k-1] + 2 e_c in the selected tuples, and no other tuple holds one when
     # thr > tv[k-1] + e_c + e_u.
     u2 = tv[:, k - 1] + 2 * e_c
     one = _single_class(tlab, tv <= u2[:, None], c) & (thr > u2 - e_c + e_u)
-    res = torch.zeros(n, c, dtype=torch.float64, device=dev)
-    res[one] = _count(tlab[one, :1].expand(-1, k), c)
+    res = _count(tlab[:, :1].expand(-1, k), c).mul_(one[:, None])
     ok = torch.ones(n, dtype=torch.bool, device=dev)
     todo = torch.nonzero(~one).flatten()
     if len(todo):
         part, good = _finish(
             ix,
-            dist[todo],
-            cand[todo],
+            cv.index_select(0, todo),
+            None,
             thr[todo],
             e_c[todo],
             e_u[todo],
-            tlab[todo],
+            tlab.index_select(0, todo),
             cols,
             counts_mode,
         )
-        res[todo] = part
-        ok[todo] = good
+        res.index_copy_(0, todo, part)
+        ok.index_copy_(0, todo, good)
     return res, ok
 
 
 def _finish(
     ix: _RefIndex,
-    dist: torch.Tensor,
-    cand: torch.Tensor,
+    cv: torch.Tensor,
+    cand: torch.Tensor | None,
     thr: torch.Tensor,
     e: torch.Tensor,
     e_u: torch.Tensor,
@@ -558,99 +547,86 @@ def _finish(
     cols: torch.Tensor,
     counts_mode: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best of the candidate columns ``cand`` (n, m) of ``dist`` (n, W), certified.
+    """The k best candidates ``cv`` (n, m) float32, certified.
 
-    Every column outside ``cand`` holds a value ``>= thr`` (n,); ``e`` (n,) bounds the float32
-    error of the candidates' values and ``e_u`` that of any value; ``tlab`` (n, m / g) gives
-    the class of each run of ``g`` consecutive candidates. Returns class counts (n, C) float64
-    or reference indices (n, k) int64, and (n,) bool certification flags.
+    ``cand`` (n, m) are their columns (``None``: all columns); every column outside ``cand``
+    holds a value ``>= thr`` (n,); ``e`` (n,) bounds the float32 error of the candidates and
+    ``e_u`` that of any value; ``tlab`` (n, m / g) is the class of each run of ``g`` consecutive
+    candidates. Returns class counts (n, C) float64 or reference indices (n, k) int64 (nearest
+    first), and (n,) bool certification flags.
     """
     k, c = ix.k, ix.num_classes
-    n, m = cand.shape
+    n, m = cv.shape
     g = m // tlab.shape[1]
-    cv = dist.gather(1, cand)
     v, p = torch.topk(cv, k, dim=1, largest=False, sorted=not counts_mode)
     vk = v.amax(1)
-    # v_k - 2e < value < v_k + 2e: could be on either side of the k-th exact distance
+    # within 2e of v_k an element may be on either side of the exact k-th distance
     zone = (cv - vk[:, None]).abs_() <= 2 * e[:, None]
-    good = thr > vk + e + e_u  # every non-candidate is farther than any selected one
+    good = thr > vk + e + e_u  # every non-candidate is farther than every selected one
     if counts_mode:
         good &= _single_class(tlab, zone.view(n, -1, g).any(2), c)
         return _count(tlab.gather(1, p // g), c), good
     good &= zone.sum(1) == (v >= (vk - 2 * e)[:, None]).sum(1)
     good &= (v[:, 1:] - v[:, :-1] > 2 * e[:, None]).all(1)  # the order is certain too
-    return ix.col_ref[cols][cand.gather(1, p)], good
+    sel = p if cand is None else cand.gather(1, p)
+    return ix.col_ref[cols][sel], good
 
 
 def _search_batch(
     ix: _RefIndex, x_in: torch.Tensor, extra: int, counts_mode: bool, clock: _Clock
 ) -> torch.Tensor:
-    """Class counts (b, C) float64 or neighbour indices (b, k) int64 for one batch."""
+    """Class counts (b, C) float64 or neighbour indices (b, k) int64 of one batch (b, T)."""
     k, c, dev = ix.k, ix.num_classes, ix.device
     n_g, s = ix.g, ix.s
     b = len(x_in)
-    xa, aq, nq, home = _prepare(ix, x_in)
+    xa, dz, xn, home = _prepare(ix, x_in)
     clock("prepare")
-    # sort by home group; the home seeds give U >= d_k (with the rounding allowance)
+    # sort by home group; distances to the home seeds give U >= d_k
     order = torch.argsort(home, stable=True)
     bounds = [0, *torch.bincount(home, minlength=n_g).cumsum(0).tolist()]
-    xs, aqs, nqs, homes = xa[order], aq[order], nq[order], home[order]
+    xs, dzs = xa.index_select(0, order), dz.index_select(0, order)
+    xns, homes = xn[order], home[order]
+    nqs = xs[:, -1]
     u = torch.empty(b, device=dev)
     for h in range(n_g):
         lo, hi = bounds[h], bounds[h + 1]
         if hi > lo:
             torch.amax(ix.seed_lhs[h] @ xs[lo:hi].T, dim=0, out=u[lo:hi])
     u += ix.c_e * (nqs + ix.seed_nrmax[homes])
-    need = _ball_need(ix, aqs, nqs, u)  # (b, G) groups that may hold a neighbour
+    need = _ball_need(ix, dzs, xns, u)  # (b, G) groups that may hold a neighbour
     if counts_mode:
         present = (need.to(torch.float32) @ ix.group_onehot) > 0
-        rest = present.sum(1) > 1
-        res = present.to(torch.float64) * ((~rest)[:, None] * float(k))
+        mixed = present.sum(1) > 1
+        res = present.to(torch.float64).mul_(float(k))
+        rest = torch.nonzero(mixed).flatten()
+        need = need.index_select(0, rest)
     else:
-        rest = torch.ones(b, dtype=torch.bool, device=dev)
+        rest = torch.arange(b, device=dev)
         res = torch.zeros(b, k, dtype=torch.int64, device=dev)
-    rest_pos = torch.nonzero(rest).flatten()
-    rb = [0, *torch.bincount(homes[rest_pos], minlength=n_g).cumsum(0).tolist()]
-    clock("seeds")
+    clock("bounds")
+    rb = [0, *torch.bincount(homes[rest], minlength=n_g).cumsum(0).tolist()]
     cols_base = torch.arange(s, device=dev)
-    redo: list[torch.Tensor] = []
-    n_mixed = 0
+    n_exact = 0
     for h in range(n_g):
         if rb[h + 1] == rb[h]:
             continue
-        rows = rest_pos[rb[h] : rb[h + 1]]
-        # per-reference lower bounds on the groups the ball bound kept
-        gids = torch.nonzero(need[rows].any(0)).flatten()
+        rows = rest[rb[h] : rb[h + 1]]
+        gids = torch.nonzero(need[rb[h] : rb[h + 1]].any(0)).flatten()
         cols = (gids[:, None] * s + cols_base).flatten()
-        lb = (aqs[rows] @ ix.lb_rhs[:, cols]).view(len(rows), len(gids), s).amin(2)
-        lb += (nqs[rows] * (1.0 - ix.c_lb))[:, None]
-        lb -= ix.c_lb * ix.nr_max_g32[gids]
-        need_r = lb <= u[rows, None]  # (n, len(gids))
-        if counts_mode:
-            present = (need_r.to(torch.float32) @ ix.group_onehot[gids]) > 0
-            mixed = present.sum(1) > 1
-            res[rows] = present.to(torch.float64) * ((~mixed)[:, None] * float(k))
-            rows, need_r = rows[mixed], need_r[mixed]
-            if len(rows) == 0:
-                continue
-        n_mixed += len(rows)
-        gids = gids[need_r.any(0)]
-        cols = (gids[:, None] * s + cols_base).flatten()
-        part, ok = _rank_home_group(ix, h, xs[rows], nqs[rows], cols, extra, counts_mode)
-        res[rows] = part
-        redo.append(rows[~ok])
+        xh = xs.index_select(0, rows)
+        part, ok = _rank_home_group(ix, h, xh, nqs[rows], cols, extra, counts_mode)
+        res.index_copy_(0, rows, part)
+        bad = rows[~ok]
+        if len(bad):  # not certified in float32: float64 on the same candidates
+            n_exact += len(bad)
+            cand = ix.col_ref[cols[~ix.pad[cols]]]
+            nn = _exact_rows(ix, x_in.index_select(0, order[bad]), cand)
+            res.index_copy_(0, bad, _count(ix.labels[nn], c) if counts_mode else nn)
     clock("rank")
-    clock("refined_rows", len(rest_pos))
-    clock("mixed_rows", n_mixed)
-    bad = torch.cat(redo) if redo else rest_pos[:0]
-    if len(bad):
-        nn = _exact_rows(ix, x_in[order[bad]])
-        res[bad] = _count(ix.labels[nn], c) if counts_mode else nn
-    clock("exact")
-    clock("exact_rows", len(bad))
+    clock("ranked_rows", len(rest))
+    clock("float64_rows", n_exact)
     out = torch.empty_like(res)
-    out[order] = res
-    return out
+    return out.index_copy_(0, order, res)
 
 
 class _Workers:
@@ -677,40 +653,46 @@ class _Workers:
 
 def _search(
     queries: np.ndarray,
-    ix: _RefIndex,
+    refs: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
     *,
-    workers: int,
+    k: int,
     batch_size: int,
     extra: int,
     counts_mode: bool,
+    device: torch.device,
     timings: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Class counts (N, C) float64 (``counts_mode``) or neighbour indices (N, k) int64."""
     n = len(queries)
-    width = ix.num_classes if counts_mode else ix.k
+    width = num_classes if counts_mode else k
     out = np.zeros((n, width), dtype=np.float64 if counts_mode else np.int64)
-    if n == 0:
-        return out
-    size = max(1, min(batch_size, -(-n // workers)))
-    starts = list(range(0, n, size))
+    with _Workers(device) as workers:
+        clock = _Clock(timings, device)
+        ix = _build_index(refs, labels, num_classes, k, device)
+        clock("index")
+        if n == 0:
+            return out
+        size = max(1, min(batch_size, -(-n // workers.count)))
+        starts = list(range(0, n, size))
 
-    def run(start: int) -> None:
-        clock = _Clock(timings, ix.device)
-        x_in = torch.as_tensor(queries[start : start + size], device=ix.device)
-        res = _search_batch(ix, x_in, extra, counts_mode, clock)
-        out[start : start + len(res)] = res.cpu().numpy()
-        clock("store")
+        def run(start: int) -> None:
+            clock = _Clock(timings, device)
+            part = queries[start : start + size]
+            if not part.flags.c_contiguous:
+                part = np.ascontiguousarray(part)
+            res = _search_batch(ix, torch.as_tensor(part, device=device), extra, counts_mode, clock)
+            out[start : start + len(res)] = res.cpu().numpy()
+            clock("store")
 
-    if workers == 1 or len(starts) == 1:
-        for start in starts:
-            run(start)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(run, starts))
+        if workers.count == 1 or len(starts) == 1:
+            for start in starts:
+                run(start)
+        else:
+            with ThreadPoolExecutor(max_workers=workers.count) as pool:
+                list(pool.map(run, starts))
     return out
-
-
-_TIMINGS: dict[str, float] | None = None  # set to a dict to collect per-stage timings
 
 
 def knn_neighbors(
@@ -731,7 +713,7 @@ def knn_neighbors(
         refs: (M, T) float reference (probe) trajectories, M >= k.
         k: neighbours per query.
         batch_size: most queries per batch; memory is about ``batch_size * (T + G) * 12`` bytes
-            per worker thread.
+            per CPU thread (G = number of reference groups, about M / 48).
         margin: extra candidate tuples kept by the selection (default 4); affects speed only.
         device: torch device; default CUDA when available.
 
@@ -739,19 +721,63 @@ def knn_neighbors(
         (N, k) int64 indices into ``refs``, nearest first (equal distances: lower index first).
     """
     queries, refs = _validate(queries, refs, k)
-    dev = _resolve_device(device)
     extra = 4 if margin is None else max(0, int(margin))
-    with _Workers(dev) as workers:
-        ix = _build_index(refs, np.zeros(len(refs), dtype=np.int64), 1, k, dev)
-        return _search(
-            queries,
-            ix,
-            workers=workers.count,
-            batch_size=batch_size,
-            extra=extra,
-            counts_mode=False,
-            timings=_TIMINGS,
+    return _search(
+        queries,
+        refs,
+        np.zeros(len(refs), dtype=np.int64),
+        1,
+        k=int(k),
+        batch_size=batch_size,
+        extra=extra,
+        counts_mode=False,
+        device=_resolve_device(device),
+    )
+
+
+def _validate_labels(refs: np.ndarray, ref_labels: np.ndarray, num_classes: int | None) -> int:
+    """Check ``ref_labels`` (M,) against ``refs``; returns the number of classes."""
+    if ref_labels.ndim != 1 or len(ref_labels) != len(refs):
+        raise DataError(f"ref_labels has shape {ref_labels.shape}, expected ({len(refs)},)")
+    if not np.issubdtype(ref_labels.dtype, np.integer):
+        raise DataError(f"ref_labels must be integer class codes, got dtype {ref_labels.dtype}")
+    c = int(ref_labels.max()) + 1 if num_classes is None else int(num_classes)
+    if ref_labels.min() < 0 or ref_labels.max() >= c:
+        raise DataError(
+            f"ref_labels must be in [0, {c}), got values in "
+            f"[{ref_labels.min()}, {ref_labels.max()}]"
         )
+    return c
+
+
+def _proba(
+    queries: np.ndarray,
+    refs: np.ndarray,
+    ref_labels: np.ndarray,
+    *,
+    k: int,
+    num_classes: int | None,
+    batch_size: int,
+    device: str | torch.device | None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """``knn_proba`` with optional per-stage ``timings`` (seconds; counts for ``*_rows``)."""
+    queries, refs = _validate(queries, refs, k)
+    ref_labels = np.asarray(ref_labels)
+    c = _validate_labels(refs, ref_labels, num_classes)
+    counts = _search(
+        queries,
+        refs,
+        ref_labels.astype(np.int64),
+        c,
+        k=int(k),
+        batch_size=batch_size,
+        extra=4,
+        counts_mode=True,
+        device=_resolve_device(device),
+        timings=timings,
+    )
+    return counts / k
 
 
 def knn_proba(
@@ -766,9 +792,11 @@ def knn_proba(
 ) -> np.ndarray:
     """p(m | s_i): share of each class among the k nearest reference trajectories (Eq. 6).
 
+    Equals scikit-learn's ``KNeighborsClassifier(k).fit(refs, ref_labels).predict_proba``.
+
     Args:
         queries: (N, T) float trajectories to assign.
-        refs: (M, T) float probe trajectories.
+        refs: (M, T) float probe trajectories, M >= k.
         ref_labels: (M,) int class codes in ``[0, num_classes)``.
         k: neighbours per query.
         num_classes: number of columns (default ``ref_labels.max() + 1``).
@@ -779,34 +807,15 @@ def knn_proba(
         (N, num_classes) float64 probabilities (multiples of 1/k); rows sum to 1. Column ``c``
         equals scikit-learn's column for label ``c`` (scikit-learn omits absent labels).
     """
-    ref_labels = np.asarray(ref_labels)
-    if ref_labels.ndim != 1 or len(ref_labels) != len(np.asarray(refs)):
-        raise DataError(
-            f"ref_labels has shape {ref_labels.shape}, expected ({len(np.asarray(refs))},)"
-        )
-    if not np.issubdtype(ref_labels.dtype, np.integer):
-        raise DataError(f"ref_labels must be integer class codes, got dtype {ref_labels.dtype}")
-    queries, refs = _validate(queries, refs, k)
-    ref_labels = ref_labels.astype(np.int64)
-    c = int(ref_labels.max()) + 1 if num_classes is None else int(num_classes)
-    if ref_labels.min() < 0 or ref_labels.max() >= c:
-        raise DataError(
-            f"ref_labels must be in [0, {c}), got values in "
-            f"[{ref_labels.min()}, {ref_labels.max()}]"
-        )
-    dev = _resolve_device(device)
-    with _Workers(dev) as workers:
-        ix = _build_index(refs, ref_labels, c, k, dev)
-        counts = _search(
-            queries,
-            ix,
-            workers=workers.count,
-            batch_size=batch_size,
-            extra=4,
-            counts_mode=True,
-            timings=_TIMINGS,
-        )
-    return counts / k
+    return _proba(
+        queries,
+        refs,
+        ref_labels,
+        k=k,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        device=device,
+    )
 
 
 def knn_proba_sklearn(

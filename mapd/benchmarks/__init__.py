@@ -1,1 +1,31 @@
-"""Benchmarks behind `mapd bench`."""
+"""Benchmarks behind `mapd bench`: each writes one JSON file under the output folder."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def run_all(
+    *, out_dir: str | os.PathLike, quick: bool = False, cifar10_root: str | None = None
+) -> dict[str, Any]:
+    """The engine benchmark (engine.json) and the k-NN benchmark (knn.json).
+
+    ``quick`` runs tiny sizes as a smoke test; the acceptance numbers need the defaults.
+    """
+    from mapd.benchmarks.engine import run_engine_benchmark
+    from mapd.benchmarks.knn import run_knn_benchmark
+
+    if quick:
+        engine = run_engine_benchmark(out_dir=out_dir, n=512, epochs=1, warmup_epochs=1)
+        knn = run_knn_benchmark(
+            out_dir=out_dir, n=2_000, t=20, m=300, imagenet_n=20_000, imagenet_t=20, repeats=1
+        )
+    else:
+        engine = run_engine_benchmark(
+            out_dir=out_dir,
+            data="cifar10" if cifar10_root else "synthetic",
+            cifar10_root=cifar10_root,
+        )
+        knn = run_knn_benchmark(out_dir=out_dir)
+    return {"engine": engine, "knn": knn}
