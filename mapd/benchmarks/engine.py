@@ -4,17 +4,21 @@ Measured configurations, all on the same model, data, batch size and optimiser:
 
 - ``engine_none`` / ``engine_online`` / ``engine_eval``: the engine (:func:`train_trajectories`)
   with trajectory recording off, from the training forward pass, and by an eval-mode pass over
-  the training set after every epoch.
+  the (plain) training set after every epoch; ``engine_eval_augment`` records with the
+  training augmentation applied in that pass, as the authors' code did.
 - ``conventional_w<k>``: a torchvision ``Dataset`` + ``DataLoader`` (``k`` worker processes)
   with PIL transforms (reflect-padded random crop, horizontal flip, ``ToTensor``,
   ``Normalize``) and, after every epoch, an eval pass over the training set through a second
-  ``DataLoader`` that stores every example's loss and correctness, as the authors' code does.
-  ``conventional_w<k>_noeval`` is the training part of the same epochs (for reference).
+  ``DataLoader`` that stores every example's loss and correctness (the authors' code also
+  recorded through a DataLoader). ``conventional_w<k>_eval_augment`` is the same with the
+  training transforms in the recording pass, ``conventional_w<k>_noeval`` the training
+  passes alone (for reference); all three come from the same epochs, each pass timed alone.
 
 Each configuration runs ``warmup_epochs + epochs`` epochs; only the last ``epochs`` are timed
 (``time.perf_counter``, CUDA synchronised). An epoch's time is its training pass plus its
 recording pass; checkpointing (engine) is excluded on both sides. Throughput is
-``n / median epoch seconds``; every epoch's time is kept in the JSON.
+``n / median epoch seconds``; every epoch's time is kept in the JSON. The targets compare
+like with like: ``engine_eval`` against the fastest ``conventional_w<k>``.
 """
 
 from __future__ import annotations
@@ -65,18 +69,21 @@ def run_engine_benchmark(
     data: str = "synthetic",
     cifar10_root: str | os.PathLike | None = None,
     num_workers: Sequence[int] = (0, 2),
+    eval_batch_size: int | None = None,
+    repeats: int = 1,
+    threads: int | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Time the engine (three recording modes) and a conventional loop; write ``engine.json``.
+    """Time the engine (each recording mode) and a conventional loop; write ``engine.json``.
 
     Args:
         out_dir: where ``engine.json`` is written (atomically).
         n: training examples.
-        epochs: timed epochs per configuration (after the warm-up).
+        epochs: timed epochs per configuration and repeat (after the warm-up).
         warmup_epochs: untimed epochs first (allocator, worker start-up, caches).
         model: a :func:`mapd.models.build_model` name.
-        batch_size: training batch size (the eval passes use the engine's ``eval_batch_size``).
+        batch_size: training batch size.
         image_size: side of the square images (synthetic data only; CIFAR-10 is 32).
         seed: data, model initialisation and shuffling seed.
         data: ``"synthetic"`` (uniform random uint8 (n, S, S, 3) images, 10 random labels;
@@ -84,23 +91,42 @@ def run_engine_benchmark(
         cifar10_root: directory holding ``cifar-10-batches-py/`` (needed for ``"cifar10"``;
             re-encoded copies are accepted).
         num_workers: ``DataLoader`` worker counts tried for the conventional loop; the fastest
-            (with its eval pass) is the baseline.
+            is the baseline.
+        eval_batch_size: batch size of both loops' recording passes (None = the engine's
+            default, :attr:`TrainSettings.eval_batch_size`).
+        repeats: run every configuration this many times, in turn (spreads drifting machine
+            load over all of them); the timed epochs of all repeats are pooled.
+        threads: torch intra-op threads while measuring (None = torch's default). On a
+            machine shared with other jobs, 1 avoids OpenMP barrier stalls that slow
+            multi-threaded runs down many times and unevenly.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         log: progress sink (default: stderr).
 
     Returns:
         The dict written to ``out_dir/engine.json``: ``configs`` (per configuration the
-        per-epoch seconds and images/s), ``overheads`` {online, eval}, ``speedup_vs_conventional``,
-        ``targets``, ``passed``, ``machine`` and ``settings``.
+        per-epoch seconds and images/s), ``overheads`` {online, eval, eval_augment},
+        ``speedup_vs_conventional``, ``targets``, ``passed``, ``machine`` and ``settings``.
 
     Raises:
         ConfigError: an out-of-range option, or ``data="cifar10"`` without a root.
     """
-    _validate(n, epochs, warmup_epochs, batch_size, image_size, data, cifar10_root, num_workers)
+    eval_bs = TrainSettings().eval_batch_size if eval_batch_size is None else eval_batch_size
+    _validate(
+        n=n,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        batch_size=batch_size,
+        image_size=image_size,
+        eval_batch_size=eval_bs,
+        repeats=repeats,
+        threads=1 if threads is None else threads,
+        data=data,
+        root=cifar10_root,
+        num_workers=num_workers,
+    )
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     dev = pick_device(device)
     images, labels = _load_data(data, n=n, image_size=image_size, seed=seed, root=cifar10_root)
-    eval_batch_size = TrainSettings().eval_batch_size
     train = {
         "model": model,
         "epochs": warmup_epochs + epochs,
@@ -110,48 +136,74 @@ def run_engine_benchmark(
         "weight_decay": WEIGHT_DECAY,
         "crop_padding": CROP_PADDING,
         "flip": True,
-        "eval_batch_size": eval_batch_size,
+        "eval_batch_size": eval_bs,
+    }
+    engine_modes = {
+        "engine_none": {"record": "none"},
+        "engine_online": {"record": "online"},
+        "engine_eval": {"record": "eval", "record_augment": False},
+        "engine_eval_augment": {"record": "eval", "record_augment": True},
     }
     load_start = _loadavg()
     configs: dict[str, dict[str, Any]] = {}
-    for record in ("none", "online", "eval"):
-        say(f"bench engine: record={record}")
-        configs[f"engine_{record}"] = _time_engine(
-            images,
-            labels,
-            train={**train, "record": record},
-            seed=seed,
-            device=dev,
-            warmup_epochs=warmup_epochs,
-        )
-    for workers in num_workers:
-        say(f"bench engine: conventional loop, num_workers={workers}")
-        with_eval, train_only = _time_conventional(
-            images,
-            labels,
-            train=train,
-            seed=seed,
-            device=dev,
-            num_workers=workers,
-            warmup_epochs=warmup_epochs,
-        )
-        configs[f"conventional_w{workers}"] = with_eval
-        configs[f"conventional_w{workers}_noeval"] = train_only
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        machine = _machine_info(dev, model, image_size)
+        for rep in range(repeats):
+            for name, mode in engine_modes.items():
+                say(f"bench engine: {name} (repeat {rep + 1}/{repeats})")
+                timing = _time_engine(
+                    images,
+                    labels,
+                    train=train | mode,
+                    seed=seed,
+                    device=dev,
+                    warmup_epochs=warmup_epochs,
+                )
+                _pool(configs, name, timing)
+            for workers in num_workers:
+                say(f"bench engine: conventional loop, num_workers={workers} (repeat {rep + 1})")
+                timings = _time_conventional(
+                    images,
+                    labels,
+                    train=train,
+                    seed=seed,
+                    device=dev,
+                    num_workers=workers,
+                    warmup_epochs=warmup_epochs,
+                )
+                for suffix, timing in timings.items():
+                    _pool(configs, f"conventional_w{workers}{suffix}", timing)
+    finally:
+        torch.set_num_threads(threads_before)
     load_end = _loadavg()
 
     for cfg in configs.values():
         cfg["images_per_s"] = n / statistics.median(cfg["epoch_s"])
         cfg["images_per_s_best"] = n / min(cfg["epoch_s"])
         cfg["images_per_s_mean"] = n * len(cfg["epoch_s"]) / sum(cfg["epoch_s"])
-    t_none, t_online, t_eval = (
-        statistics.median(configs[f"engine_{r}"]["epoch_s"]) for r in ("none", "online", "eval")
-    )
-    baseline = max(
-        (f"conventional_w{w}" for w in num_workers), key=lambda k: configs[k]["images_per_s"]
-    )
-    baseline_noeval = f"{baseline}_noeval"
-    overheads = {"online": (t_online - t_none) / t_none, "eval": (t_eval - t_none) / t_none}
-    speedup = configs["engine_eval"]["images_per_s"] / configs[baseline]["images_per_s"]
+
+    def seconds(name: str) -> float:
+        return statistics.median(configs[name]["epoch_s"])
+
+    def ips(name: str) -> float:
+        return configs[name]["images_per_s"]
+
+    def best_conventional(suffix: str) -> str:
+        return max((f"conventional_w{w}{suffix}" for w in num_workers), key=ips)
+
+    baselines = {
+        "eval": best_conventional(""),
+        "noeval": best_conventional("_noeval"),
+        "eval_augment": best_conventional("_eval_augment"),
+    }
+    overheads = {
+        mode: (seconds(f"engine_{mode}") - seconds("engine_none")) / seconds("engine_none")
+        for mode in ("online", "eval", "eval_augment")
+    }
+    speedup = ips("engine_eval") / ips(baselines["eval"])
     passed = {
         "online_overhead": overheads["online"] <= TARGETS["online_overhead_max"],
         "eval_overhead": overheads["eval"] <= TARGETS["eval_overhead_max"],
@@ -160,15 +212,17 @@ def run_engine_benchmark(
     passed["all"] = all(passed.values())
     result = {
         "benchmark": "engine",
-        "statistic": "images_per_s = n / median of the timed epochs' seconds "
-        "(training pass + recording pass); warm-up epochs excluded",
+        "statistic": "images_per_s = n / median of the timed epochs' seconds (training pass + "
+        "recording pass, checkpointing excluded); warm-up epochs excluded",
         "settings": {
             "n": n,
             "epochs": epochs,
             "warmup_epochs": warmup_epochs,
+            "repeats": repeats,
+            "threads": threads,
             "model": model,
             "batch_size": batch_size,
-            "eval_batch_size": eval_batch_size,
+            "eval_batch_size": eval_bs,
             "image_size": image_size,
             "seed": seed,
             "data": data,
@@ -176,7 +230,9 @@ def run_engine_benchmark(
             "num_workers": list(num_workers),
             "augmentation": f"random crop {image_size} after reflect padding {CROP_PADDING}, "
             "horizontal flip, per-channel normalisation",
-            "recording_pass_augment": False,
+            "recording_pass": "eval-mode pass over the training set: plain images "
+            "('eval' configs) or with the training augmentation ('eval_augment' configs, "
+            "the authors' protocol)",
             "optimizer": {
                 "name": "sgd",
                 "lr": LR,
@@ -185,39 +241,53 @@ def run_engine_benchmark(
                 "schedule": "cosine",
             },
         },
-        "machine": _machine_info(dev, model, image_size)
-        | {
-            "loadavg_start": load_start,
-            "loadavg_end": load_end,
-        },
+        "machine": machine | {"loadavg_start": load_start, "loadavg_end": load_end},
         "configs": configs,
-        "baseline": baseline,
+        "baseline": baselines["eval"],
+        "baselines": baselines,
         "overheads": overheads,
         "speedup_vs_conventional": speedup,
-        "speedup_online_vs_conventional": configs["engine_online"]["images_per_s"]
-        / configs[baseline]["images_per_s"],
-        "speedup_train_only": configs["engine_none"]["images_per_s"]
-        / configs[baseline_noeval]["images_per_s"],
+        "speedups": {
+            "eval": speedup,
+            "eval_augment": ips("engine_eval_augment") / ips(baselines["eval_augment"]),
+            "online_vs_conventional_eval": ips("engine_online") / ips(baselines["eval"]),
+            "train_only": ips("engine_none") / ips(baselines["noeval"]),
+        },
         "targets": dict(TARGETS),
         "passed": passed,
     }
     save_json(Path(out_dir) / "engine.json", result)
     say(
-        f"bench engine: overhead online {overheads['online']:+.1%}, eval {overheads['eval']:+.1%};"
-        f" engine {speedup:.2f}x the conventional loop ({baseline})"
+        f"bench engine: recording overhead online {overheads['online']:+.1%}, "
+        f"eval {overheads['eval']:+.1%}; engine {speedup:.2f}x the conventional loop "
+        f"({baselines['eval']})"
     )
     return result
+
+
+def _pool(configs: dict[str, dict[str, Any]], name: str, timing: dict[str, Any]) -> None:
+    """Add one run's timing to ``configs[name]``, appending the per-epoch lists of repeats."""
+    if name not in configs:
+        configs[name] = timing
+        return
+    for key, value in timing.items():
+        if isinstance(value, list):
+            configs[name][key] = configs[name][key] + value
 
 
 # --- inputs ---------------------------------------------------------------------------------
 
 
 def _validate(
+    *,
     n: int,
     epochs: int,
     warmup_epochs: int,
     batch_size: int,
     image_size: int,
+    eval_batch_size: int,
+    repeats: int,
+    threads: int,
     data: str,
     root: str | os.PathLike | None,
     num_workers: Sequence[int],
@@ -228,6 +298,9 @@ def _validate(
         ("warmup_epochs", warmup_epochs, 0),
         ("batch_size", batch_size, 1),
         ("image_size", image_size, 8),
+        ("eval_batch_size", eval_batch_size, 1),
+        ("repeats", repeats, 1),
+        ("threads", threads, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"bench engine: {name} must be an int >= {low}, got {value!r}")
@@ -300,6 +373,7 @@ def _time_engine(
     return {
         "kind": "engine",
         "record": train["record"],
+        "record_augment": bool(train.get("record_augment", False)),
         "epoch_s": [a + b for a, b in zip(train_s, record_s, strict=True)],
         "train_s": train_s,
         "record_s": record_s,
@@ -335,22 +409,20 @@ def _time_conventional(
     device: torch.device,
     num_workers: int,
     warmup_epochs: int,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A textbook loop: PIL transforms in a DataLoader, then an eval pass over the train set.
+) -> dict[str, dict[str, Any]]:
+    """A textbook loop: PIL transforms in a DataLoader, then eval passes over the train set.
 
-    Returns the timings with the eval pass and those of its training passes alone.
+    Every epoch is a training pass, a plain eval pass and an eval pass with the training
+    augmentation (the authors' recording), each timed on its own. Returns three timings keyed
+    by configuration suffix: ``""`` (training + plain pass), ``"_noeval"`` (training alone)
+    and ``"_eval_augment"`` (training + augmented pass).
     """
     settings = TrainSettings.from_config(train)
     n, size = len(images), images.shape[1]
     mean, std = (tuple(float(v) for v in s) for s in channel_stats(images))
     normalise = [T.ToTensor(), T.Normalize(mean, std)]
-    train_tf = T.Compose(
-        [
-            T.RandomCrop(size, padding=CROP_PADDING, padding_mode="reflect"),
-            T.RandomHorizontalFlip(),
-            *normalise,
-        ]
-    )
+    augment = [T.RandomCrop(size, padding=CROP_PADDING, padding_mode="reflect")]
+    augment.append(T.RandomHorizontalFlip())
     cuda = device.type == "cuda"
     loader_opts = {
         "num_workers": num_workers,
@@ -360,26 +432,26 @@ def _time_conventional(
     shuffle_gen = torch.Generator()
     shuffle_gen.manual_seed(seed)
     train_loader = DataLoader(
-        _PILDataset(images, labels, train_tf),
+        _PILDataset(images, labels, T.Compose(augment + normalise)),
         batch_size=settings.batch_size,
         shuffle=True,
         generator=shuffle_gen,
         **loader_opts,
     )
-    eval_loader = DataLoader(
-        _PILDataset(images, labels, T.Compose(normalise)),
-        batch_size=settings.eval_batch_size,
-        shuffle=False,
-        **loader_opts,
-    )
+    record_loaders = {
+        name: DataLoader(
+            _PILDataset(images, labels, T.Compose(tf)),
+            batch_size=settings.eval_batch_size,
+            shuffle=False,
+            **loader_opts,
+        )
+        for name, tf in (("plain", normalise), ("augment", augment + normalise))
+    }
     torch.manual_seed(seed)
     net = build_model(
-        str(train["model"]),
-        num_classes=NUM_CLASSES,
-        in_channels=images.shape[-1],
-        image_size=size,
+        str(train["model"]), num_classes=NUM_CLASSES, in_channels=images.shape[-1], image_size=size
     ).to(device)
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    memory_format = torch.channels_last if cuda else torch.contiguous_format  # as the engine
     net = net.to(memory_format=memory_format)
     opt = torch.optim.SGD(
         net.parameters(),
@@ -394,8 +466,22 @@ def _time_conventional(
     def to_dev(x: torch.Tensor) -> torch.Tensor:
         return x.to(device, non_blocking=cuda).contiguous(memory_format=memory_format)
 
-    train_s: list[float] = []
-    record_s: list[float] = []
+    def record_pass(loader: DataLoader, epoch: int) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        net.eval()
+        with torch.inference_mode():
+            for x, y, idx in loader:
+                x, y = to_dev(x), y.to(device, non_blocking=cuda)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    logits = net(x).float()
+                rows = idx.numpy()
+                loss_hist[rows, epoch] = F.cross_entropy(logits, y, reduction="none").cpu().numpy()
+                correct_hist[rows, epoch] = (logits.argmax(1) == y).cpu().numpy()
+        _sync(device)
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {"train": [], "plain": [], "augment": []}
     for epoch in range(settings.epochs):
         _sync(device)
         t0 = time.perf_counter()
@@ -411,41 +497,35 @@ def _time_conventional(
             loss.backward()
             opt.step()
         _sync(device)
-        t1 = time.perf_counter()
-        net.eval()
-        with torch.inference_mode():
-            for x, y, idx in eval_loader:
-                x, y = to_dev(x), y.to(device, non_blocking=cuda)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    logits = net(x).float()
-                loss_hist[idx.numpy(), epoch] = (
-                    F.cross_entropy(logits, y, reduction="none").cpu().numpy()
-                )
-                correct_hist[idx.numpy(), epoch] = (logits.argmax(1) == y).cpu().numpy()
-        _sync(device)
-        t2 = time.perf_counter()
+        train_s = time.perf_counter() - t0
+        plain_s = record_pass(record_loaders["plain"], epoch)
+        augment_s = record_pass(record_loaders["augment"], epoch)
         if epoch >= warmup_epochs:
-            train_s.append(t1 - t0)
-            record_s.append(t2 - t1)
-    del train_loader, eval_loader  # shuts persistent workers down
+            times["train"].append(train_s)
+            times["plain"].append(plain_s)
+            times["augment"].append(augment_s)
+    del train_loader, record_loaders  # shuts persistent workers down
     common = {
         "kind": "conventional",
         "num_workers": num_workers,
         "pin_memory": cuda,
         "persistent_workers": num_workers > 0,
     }
-    with_eval = common | {
-        "record": "eval",
-        "epoch_s": [a + b for a, b in zip(train_s, record_s, strict=True)],
-        "train_s": train_s,
-        "record_s": record_s,
+
+    def with_record(augmented: bool, pass_s: list[float]) -> dict[str, Any]:
+        return common | {
+            "record": "eval",
+            "record_augment": augmented,
+            "epoch_s": [a + b for a, b in zip(times["train"], pass_s, strict=True)],
+            "train_s": list(times["train"]),
+            "record_s": list(pass_s),
+        }
+
+    return {
+        "": with_record(False, times["plain"]),
+        "_noeval": common | {"record": "none", "epoch_s": list(times["train"])},
+        "_eval_augment": with_record(True, times["augment"]),
     }
-    train_only = common | {
-        "record": "none",
-        "epoch_s": list(train_s),
-        "derived_from": f"conventional_w{num_workers}",
-    }
-    return with_eval, train_only
 
 
 # --- helpers --------------------------------------------------------------------------------

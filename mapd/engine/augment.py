@@ -85,10 +85,19 @@ class TensorSource:
         if augment and self.flip:
             flipped = torch.rand(b, device=self.device, generator=generator) < 0.5
             cols = torch.where(flipped[:, None], ox[:, None] + (self.w - 1 - self._ar_w), cols)
-        x = self.padded[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        # One index_select of whole pixels of the flattened padded set: several times faster
+        # than indexing with three broadcast index tensors, same pixels.
+        hp, wp = self.padded.shape[1:3]
+        pixel = (idx.long()[:, None] * hp + rows)[:, :, None] * wp + cols[:, None, :]  # (B, H, W)
+        x = self.padded.view(-1, self.c).index_select(0, pixel.view(-1))
+        x = x.view(b, self.h, self.w, self.c)
+        x = x.permute(0, 3, 1, 2)
+        if not self.channels_last:
+            x = x.contiguous()  # reorder the uint8 pixels: 4x less traffic than reordering floats
+        # Elementwise float ops, identical bit for bit to (x / 255 - mean) / std.
+        x = x.float().div_(255.0)
         if self.mean is not None:
-            x = (x - self.mean) / self.std
+            x = x.sub_(self.mean).div_(self.std)
         x = x.contiguous(
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
         )
