@@ -26,7 +26,7 @@ from mapd.config import dataset_settings, deep_merge, validate_config
 from mapd.cscores import compute_cscores
 from mapd.data import ImageDataset
 from mapd.engine.run import train_trajectories
-from mapd.probes import ProbeSuite, build_probe_suite
+from mapd.probes import ProbeSuite
 
 
 @dataclass
@@ -69,18 +69,7 @@ def audit(
         cscores, source = compute_cscores(
             dataset, settings=s["cscores"], train=s["train"], seed=seed, device=device
         )
-    suite = build_probe_suite(
-        dataset,
-        categories=p["categories"],
-        train_size=p["train_size"],
-        heldout_size=p["heldout_size"],
-        seed=seed,
-        cscores=cscores,
-        cscore_source=source,
-        corrupted_std=p["corrupted_std"],
-        ood_blur_kernel=p["ood_blur_kernel"],
-        random_inputs_kind=p["random_inputs"],
-    )
+    suite = steps.suite_from_settings(dataset, s, seed=seed, cscores=cscores, cscore_source=source)
     with tempfile.TemporaryDirectory() as tmp:
         res = train_trajectories(
             suite.images(dataset),

@@ -91,6 +91,34 @@ def cscores(config: dict[str, Any], name: str, out: str | Path) -> str:
     return source
 
 
+def suite_from_settings(
+    ds: ImageDataset,
+    settings: dict[str, Any],
+    *,
+    seed: int,
+    cscores: np.ndarray | None,
+    cscore_source: str | None,
+) -> ProbeSuite:
+    """The probe suite of ``ds`` built with a data set's effective settings (config or API)."""
+    p, train = settings["probes"], settings["train"]
+    return build_probe_suite(
+        ds,
+        categories=p["categories"],
+        train_size=p["train_size"],
+        heldout_size=p["heldout_size"],
+        seed=seed,
+        cscores=cscores,
+        cscore_source=cscore_source,
+        corrupted_std=p["corrupted_std"],
+        ood_blur_kernel=p["ood_blur_kernel"],
+        random_inputs_kind=p["random_inputs"],
+        # file-backed data: probes are materialised once, as the streaming source's eval view
+        probe_size=train.get("image_size"),
+        probe_resize=train.get("resize"),
+        workers=train.get("workers", 0),
+    )
+
+
 def probes(
     config: dict[str, Any], name: str, seed: int, cscores_path: str | Path | None, out: str | Path
 ) -> ProbeSuite:
@@ -102,22 +130,7 @@ def probes(
         if cscores_path is None:
             raise ConfigError("typical/atypical probes need --cscores")
         scores, source = load_cscores_file(cscores_path, ds), read_method(cscores_path)
-    suite = build_probe_suite(
-        ds,
-        categories=p["categories"],
-        train_size=p["train_size"],
-        heldout_size=p["heldout_size"],
-        seed=seed,
-        cscores=scores,
-        cscore_source=source,
-        corrupted_std=p["corrupted_std"],
-        ood_blur_kernel=p["ood_blur_kernel"],
-        random_inputs_kind=p["random_inputs"],
-        # file-backed data: probes are materialised once, as the streaming source's eval view
-        probe_size=s["train"].get("image_size"),
-        probe_resize=s["train"].get("resize"),
-        workers=s["train"].get("workers", 0),
-    )
+    suite = suite_from_settings(ds, s, seed=seed, cscores=scores, cscore_source=source)
     suite.meta["settings"] = p
     suite.save(out)
     log(
