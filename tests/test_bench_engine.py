@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mapd.benchmarks.engine import TARGETS, run_engine_benchmark
+from mapd.engine.trainer import TrainSettings
 from mapd.errors import ConfigError
 from mapd.io import load_json
 
@@ -109,7 +110,12 @@ def test_overheads_speedups_and_verdicts_follow_from_the_timings(
 
     for mode in ("online", "eval", "eval_augment"):
         expected = (med(f"engine_{mode}") - med("engine_none")) / med("engine_none")
-        assert result["overheads"][mode] == pytest.approx(expected)
+        assert result["overheads_vs_engine_none"][mode] == pytest.approx(expected)
+    assert result["overheads"]["online"] == result["overheads_vs_engine_none"]["online"]
+    for mode in ("eval", "eval_augment"):
+        cfg = configs[f"engine_{mode}"]
+        share = statistics.median(cfg["record_s"]) / statistics.median(cfg["train_s"])
+        assert result["overheads"][mode] == pytest.approx(share) and share > 0
     baseline = max(
         (f"conventional_w{w}" for w in WORKERS), key=lambda k: configs[k]["images_per_s"]
     )
@@ -126,6 +132,10 @@ def test_overheads_speedups_and_verdicts_follow_from_the_timings(
         passed["online_overhead"] and passed["eval_overhead"] and passed["speedup"]
     )
     assert TARGETS == result["targets"]
+    quality = result["timing_quality"]
+    spreads = [max(c["epoch_s"]) / min(c["epoch_s"]) for c in configs.values()]
+    assert quality["max_spread"] == pytest.approx(max(spreads)) and quality["max_spread"] >= 1
+    assert quality["noisy"] == (quality["max_spread"] > quality["spread_limit"])
 
 
 def test_machine_and_settings_are_recorded(bench: tuple[dict[str, Any], Path]) -> None:
@@ -139,7 +149,7 @@ def test_machine_and_settings_are_recorded(bench: tuple[dict[str, Any], Path]) -
     assert settings["n"] == N and settings["image_size"] == 16
     assert settings["epochs"] == 1 and settings["warmup_epochs"] == 1 and settings["repeats"] == 2
     assert settings["data"] == "synthetic" and settings["num_workers"] == list(WORKERS)
-    assert settings["eval_batch_size"] == 1024  # the engine's default
+    assert settings["eval_batch_size"] == TrainSettings().eval_batch_size  # the default
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mapd.errors import ConfigError
-from mapd.models import available_models, build_model
+from mapd.models import available_models, build_model, fold_batchnorm
 
 # (name, natural input size); resnet50 is the ImageNet-stem model.
 NATURAL_SIZES = [
@@ -165,6 +165,55 @@ def test_channels_last_and_bf16_autocast(name: str, size: int) -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# BatchNorms a conv feeds directly, per model (PreAct blocks normalise before their convs).
+FOLDABLE_BN = {
+    "small_cnn": 7,
+    "resnet18_cifar": 1 + 16 + 3,  # stem, 2 per block, 3 downsample shortcuts
+    "resnet50_cifar": 1 + 48 + 4,
+    "resnet50": 1 + 48 + 4,
+    "preact_resnet18": 0,
+    "resnet32": 1 + 30,
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [(n, 64 if n == "resnet50" else s) for n, s in NATURAL_SIZES]
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fold_batchnorm_computes_the_same_function(
+    name: str, size: int, channels_last: bool
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5, image_size=size)
+    x = torch.rand(4, 3, size, size)
+    model.train()
+    with torch.no_grad():  # a few batches give the BNs non-trivial running statistics
+        for _ in range(3):
+            model(x * 2 + 0.5)
+    for m in model.modules():  # and non-trivial affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+
+    def n_bn(m: torch.nn.Module) -> int:
+        return sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+
+    assert n_bn(model) - n_bn(folded) == FOLDABLE_BN[name]
+    assert model.training and not folded.training  # the original keeps its mode and weights
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    if channels_last:
+        convs = [m for m in folded.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
 
 
 def test_cifar_stem_replaced() -> None:

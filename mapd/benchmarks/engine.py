@@ -14,6 +14,13 @@ Measured configurations, all on the same model, data, batch size and optimiser:
   training transforms in the recording pass, ``conventional_w<k>_noeval`` the training
   passes alone (for reference); all three come from the same epochs, each pass timed alone.
 
+Both loops use the same precision (fp32; bf16 autocast on CUDA when ``amp``). Memory layout
+differs on purpose: the engine runs channels_last (its ``train.channels_last`` default) and
+folds BatchNorm into the convs for its recording pass (:func:`mapd.models.fold_batchnorm`); the
+conventional loop keeps PyTorch's default contiguous layout and the plain eval-mode model, as
+textbook code (and the authors') does. ``conventional_channels_last=True`` gives it channels_last
+too, to separate the layout's share of the speed-up from the data pipeline's.
+
 Each configuration runs ``warmup_epochs + epochs`` epochs; only the last ``epochs`` are timed
 (``time.perf_counter``, CUDA synchronised). An epoch's time is its training pass plus its
 recording pass; checkpointing (engine) is excluded on both sides. Throughput is
@@ -51,6 +58,7 @@ from mapd.models import build_model
 
 TARGETS = {"online_overhead_max": 0.05, "eval_overhead_max": 0.35, "speedup_min": 1.5}
 CROP_PADDING = 4
+SPREAD_LIMIT = 1.25  # slowest / fastest timed epoch of one configuration on a quiet machine
 NUM_CLASSES = 10
 # Optimiser settings shared by both loops (the values do not affect speed).
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
@@ -73,6 +81,7 @@ def run_engine_benchmark(
     repeats: int = 1,
     threads: int | None = None,
     device: str = "auto",
+    conventional_channels_last: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time the engine (each recording mode) and a conventional loop; write ``engine.json``.
@@ -100,12 +109,17 @@ def run_engine_benchmark(
             machine shared with other jobs, 1 avoids OpenMP barrier stalls that slow
             multi-threaded runs down many times and unevenly.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        conventional_channels_last: run the conventional loop in channels_last as well
+            (an ablation; default: PyTorch's contiguous layout).
         log: progress sink (default: stderr).
 
     Returns:
         The dict written to ``out_dir/engine.json``: ``configs`` (per configuration the
-        per-epoch seconds and images/s), ``overheads`` {online, eval, eval_augment},
-        ``speedup_vs_conventional``, ``targets``, ``passed``, ``machine`` and ``settings``.
+        per-epoch seconds and images/s), ``overheads`` {online, eval, eval_augment} (online:
+        relative to ``engine_none``; eval: recording pass over training pass of the same run),
+        ``overheads_vs_engine_none`` (all three against ``engine_none``),
+        ``speedup_vs_conventional`` (``engine_eval`` over the fastest ``conventional_w<k>``) and the other ``speedups``, ``targets``, ``passed``,
+        ``timing_quality`` (flags a busy machine), ``machine`` and ``settings``.
 
     Raises:
         ConfigError: an out-of-range option, or ``data="cifar10"`` without a root.
@@ -137,6 +151,7 @@ def run_engine_benchmark(
         "crop_padding": CROP_PADDING,
         "flip": True,
         "eval_batch_size": eval_bs,
+        "channels_last": True,
     }
     engine_modes = {
         "engine_none": {"record": "none"},
@@ -173,6 +188,7 @@ def run_engine_benchmark(
                     device=dev,
                     num_workers=workers,
                     warmup_epochs=warmup_epochs,
+                    channels_last=conventional_channels_last,
                 )
                 for suffix, timing in timings.items():
                     _pool(configs, f"conventional_w{workers}{suffix}", timing)
@@ -184,6 +200,9 @@ def run_engine_benchmark(
         cfg["images_per_s"] = n / statistics.median(cfg["epoch_s"])
         cfg["images_per_s_best"] = n / min(cfg["epoch_s"])
         cfg["images_per_s_mean"] = n * len(cfg["epoch_s"]) / sum(cfg["epoch_s"])
+        cfg["spread"] = max(cfg["epoch_s"]) / min(cfg["epoch_s"])
+    # Other jobs on the machine show up as uneven epochs; flag them rather than trust them.
+    max_spread = max(cfg["spread"] for cfg in configs.values())
 
     def seconds(name: str) -> float:
         return statistics.median(configs[name]["epoch_s"])
@@ -199,9 +218,23 @@ def run_engine_benchmark(
         "noeval": best_conventional("_noeval"),
         "eval_augment": best_conventional("_eval_augment"),
     }
-    overheads = {
+    # Against the run without recording: the only way to see online recording's cost, which
+    # sits inside the training pass. Runs differ by a few percent on a quiet machine too.
+    vs_none = {
         mode: (seconds(f"engine_{mode}") - seconds("engine_none")) / seconds("engine_none")
         for mode in ("online", "eval", "eval_augment")
+    }
+
+    def pass_share(name: str) -> float:
+        # the recording pass over the training pass of the same epochs: no cross-run drift
+        return statistics.median(configs[name]["record_s"]) / statistics.median(
+            configs[name]["train_s"]
+        )
+
+    overheads = {
+        "online": vs_none["online"],
+        "eval": pass_share("engine_eval"),
+        "eval_augment": pass_share("engine_eval_augment"),
     }
     speedup = ips("engine_eval") / ips(baselines["eval"])
     passed = {
@@ -228,6 +261,8 @@ def run_engine_benchmark(
             "data": data,
             "cifar10_root": None if cifar10_root is None else str(cifar10_root),
             "num_workers": list(num_workers),
+            "engine_layout": "channels_last; recording pass with BatchNorm folded into the convs",
+            "conventional_channels_last": conventional_channels_last,
             "augmentation": f"random crop {image_size} after reflect padding {CROP_PADDING}, "
             "horizontal flip, per-channel normalisation",
             "recording_pass": "eval-mode pass over the training set: plain images "
@@ -246,6 +281,10 @@ def run_engine_benchmark(
         "baseline": baselines["eval"],
         "baselines": baselines,
         "overheads": overheads,
+        "overheads_definition": "online: median epoch of engine_online over engine_none, minus "
+        "1; eval / eval_augment: median recording pass over median training pass of the same "
+        "run's epochs (the eval pass is separate, so this excludes drift between runs)",
+        "overheads_vs_engine_none": vs_none,
         "speedup_vs_conventional": speedup,
         "speedups": {
             "eval": speedup,
@@ -255,12 +294,24 @@ def run_engine_benchmark(
         },
         "targets": dict(TARGETS),
         "passed": passed,
+        "timing_quality": {
+            "max_spread": max_spread,
+            "spread_limit": SPREAD_LIMIT,
+            "noisy": max_spread > SPREAD_LIMIT,
+            "note": "spread = slowest / fastest timed epoch of a configuration; above the "
+            "limit the machine was busy with other work and the numbers are unreliable",
+        },
     }
     save_json(Path(out_dir) / "engine.json", result)
     say(
         f"bench engine: recording overhead online {overheads['online']:+.1%}, "
         f"eval {overheads['eval']:+.1%}; engine {speedup:.2f}x the conventional loop "
         f"({baselines['eval']})"
+        + (
+            f"; NOISY timings (an epoch spread of {max_spread:.2f}x: the machine was busy)"
+            if max_spread > SPREAD_LIMIT
+            else ""
+        )
     )
     return result
 
@@ -409,6 +460,7 @@ def _time_conventional(
     device: torch.device,
     num_workers: int,
     warmup_epochs: int,
+    channels_last: bool,
 ) -> dict[str, dict[str, Any]]:
     """A textbook loop: PIL transforms in a DataLoader, then eval passes over the train set.
 
@@ -451,7 +503,7 @@ def _time_conventional(
     net = build_model(
         str(train["model"]), num_classes=NUM_CLASSES, in_channels=images.shape[-1], image_size=size
     ).to(device)
-    memory_format = torch.channels_last if cuda else torch.contiguous_format  # as the engine
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     opt = torch.optim.SGD(
         net.parameters(),
@@ -510,6 +562,7 @@ def _time_conventional(
         "num_workers": num_workers,
         "pin_memory": cuda,
         "persistent_workers": num_workers > 0,
+        "channels_last": channels_last,
     }
 
     def with_record(augmented: bool, pass_s: list[float]) -> dict[str, Any]:

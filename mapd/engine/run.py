@@ -30,7 +30,7 @@ def make_sources(
     A file-backed test set (``FileRows``) streams at the training images' size.
     """
     mean, std = channel_stats(train_images) if train.get("normalize", True) else (None, None)
-    cl = device.type == "cuda"
+    cl = bool(train.get("channels_last", True))
     tr = TensorSource(
         train_images,
         train_labels,
@@ -86,7 +86,7 @@ def make_stream_sources(
         mean, std = channel_stats(
             decode_views(rows, sample_rows(len(rows), settings.stats_sample), settings=settings)
         )
-    cl = device.type == "cuda"
+    cl = bool(train.get("channels_last", True))
     tr = FileSource(
         rows, labels, settings=settings, device=device, mean=mean, std=std, channels_last=cl
     )
