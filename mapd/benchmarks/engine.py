@@ -118,8 +118,9 @@ def run_engine_benchmark(
         per-epoch seconds and images/s), ``overheads`` {online, eval, eval_augment} (online:
         relative to ``engine_none``; eval: recording pass over training pass of the same run),
         ``overheads_vs_engine_none`` (all three against ``engine_none``),
-        ``speedup_vs_conventional`` (``engine_eval`` over the fastest ``conventional_w<k>``) and the other ``speedups``, ``targets``, ``passed``,
-        ``timing_quality`` (flags a busy machine), ``machine`` and ``settings``.
+        ``speedup_vs_conventional`` (``engine_eval`` over the fastest ``conventional_w<k>``)
+        and the other ``speedups``, ``targets``, ``passed``, ``timing_quality`` (flags a busy
+        machine), ``machine`` and ``settings``.
 
     Raises:
         ConfigError: an out-of-range option, or ``data="cifar10"`` without a root.
