@@ -186,6 +186,32 @@ def test_kill_and_resume_in_a_new_process_is_bitwise_identical(
     _assert_same_run(resumed, reference)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_recorded_losses_are_the_final_models_eval_losses(
+    data, tmp_path: Path, channels_last: bool
+) -> None:
+    """The recording pass runs a BatchNorm-folded copy of the model: its last column must be
+    the trained model's own eval-mode loss and correctness on the plain (normalised) images."""
+    from mapd.engine.augment import channel_stats
+
+    images, labels = data
+    res = _run(data, tmp_path / "run", train={"channels_last": channels_last})
+    mean, std = channel_stats(images)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.from_numpy(mean).view(1, -1, 1, 1)) / torch.from_numpy(std).view(1, -1, 1, 1)
+    model = res.model.eval()
+    assert model.features[1].__class__.__name__ == "BatchNorm2d"  # the model itself unfolded
+    with torch.no_grad():
+        logits = model(x)
+    loss = F.cross_entropy(logits, torch.from_numpy(labels), reduction="none").numpy()
+    np.testing.assert_allclose(res.loss[:, -1], loss, rtol=1e-4, atol=1e-5)
+    # correctness may differ only where two logits are within rounding of each other
+    top2 = logits.topk(2, dim=1).values
+    close = (top2[:, 0] - top2[:, 1]).numpy() < 1e-4
+    agree = res.correct[:, -1] == (logits.argmax(1).numpy() == labels)
+    assert (agree | close).all()
+
+
 def test_record_modes(data, reference, tmp_path: Path) -> None:
     online = _run(data, tmp_path / "online", train={"record": "online"})
     assert online.loss.shape == (N, 4) and np.isfinite(online.loss).all()
