@@ -36,6 +36,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
         n=N,
         epochs=1,
         warmup_epochs=1,
+        settle_epochs=1,
         image_size=16,
         num_workers=WORKERS,  # one worker process exercises the multi-process loader cheaply
         repeats=2,
@@ -148,6 +149,7 @@ def test_machine_and_settings_are_recorded(bench: tuple[dict[str, Any], Path]) -
     assert machine["model"] == "small_cnn" and machine["model_parameters"] > 0
     assert settings["n"] == N and settings["image_size"] == 16
     assert settings["epochs"] == 1 and settings["warmup_epochs"] == 1 and settings["repeats"] == 2
+    assert settings["settle_epochs"] == 1
     assert settings["data"] == "synthetic" and settings["num_workers"] == list(WORKERS)
     assert settings["eval_batch_size"] == TrainSettings().eval_batch_size  # the default
 
@@ -164,6 +166,7 @@ def test_machine_and_settings_are_recorded(bench: tuple[dict[str, Any], Path]) -
         ({"num_workers": ()}, "num_workers"),
         ({"num_workers": (0, -1)}, "num_workers"),
         ({"repeats": 0}, "repeats must be an int >= 1"),
+        ({"settle_epochs": -1}, "settle_epochs must be an int >= 0"),
     ],
 )
 def test_bad_options_are_one_clear_error(
@@ -181,6 +184,7 @@ def test_real_cifar10_subset(shared_cifar10_root: Path, tmp_path: Path) -> None:
         n=N,
         epochs=1,
         warmup_epochs=1,
+        settle_epochs=0,
         data="cifar10",
         cifar10_root=shared_cifar10_root,
         num_workers=(0,),

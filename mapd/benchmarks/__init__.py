@@ -17,7 +17,9 @@ def run_all(
     from mapd.benchmarks.knn import run_knn_benchmark
 
     if quick:
-        engine = run_engine_benchmark(out_dir=out_dir, n=512, epochs=1, warmup_epochs=1)
+        engine = run_engine_benchmark(
+            out_dir=out_dir, n=512, epochs=1, warmup_epochs=1, settle_epochs=1
+        )
         knn = run_knn_benchmark(
             out_dir=out_dir, n=2_000, t=20, m=300, imagenet_n=20_000, imagenet_t=20, repeats=1
         )
