@@ -112,8 +112,7 @@ def test_overheads_speedups_and_verdicts_follow_from_the_timings(
     for mode in ("online", "eval", "eval_augment"):
         expected = (med(f"engine_{mode}") - med("engine_none")) / med("engine_none")
         assert result["overheads_vs_engine_none"][mode] == pytest.approx(expected)
-    assert result["overheads"]["online"] == result["overheads_vs_engine_none"]["online"]
-    for mode in ("eval", "eval_augment"):
+    for mode in ("online", "eval", "eval_augment"):
         cfg = configs[f"engine_{mode}"]
         share = statistics.median(cfg["record_s"]) / statistics.median(cfg["train_s"])
         assert result["overheads"][mode] == pytest.approx(share) and share > 0

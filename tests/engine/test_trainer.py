@@ -216,6 +216,9 @@ def test_record_modes(data, reference, tmp_path: Path) -> None:
     online = _run(data, tmp_path / "online", train={"record": "online"})
     assert online.loss.shape == (N, 4) and np.isfinite(online.loss).all()
     assert online.metrics["recording"] == "online"
+    for row in online.metrics["epochs"]:  # the recording ops inside the pass count as recording
+        assert row["record_s"] > 0 and row["train_s"] > 0
+        assert row["train_s"] + row["record_s"] + row["test_s"] == pytest.approx(row["seconds"])
     assert not np.array_equal(online.loss, reference.loss)
     # same training, only the recording differs: the final weights are the reference's
     for k, v in online.model.state_dict().items():
