@@ -98,7 +98,7 @@ class Method:
         self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example loss (B,) to minimise and the logits (B, K) of the forward pass."""
-        logits = trainer.model(x)
+        logits = trainer.forward_model(x)
         return F.cross_entropy(logits.float(), y, reduction="none"), logits
 
     def state_dict(self) -> dict[str, Any]:
@@ -219,9 +219,11 @@ class Trainer:
         else:
             raise ConfigError(f"unknown optimizer {settings.optimizer!r}")
         self.amp = settings.amp and self.device.type == "cuda"
-        self._forward_model = self.model
+        # what training calls: the model itself, or its torch.compile wrapper (same weights);
+        # eval passes run a BatchNorm-folded copy instead (see evaluate)
+        self.forward_model: torch.nn.Module = self.model
         if settings.compile and self.device.type == "cuda":
-            self._forward_model = torch.compile(self.model)
+            self.forward_model = torch.compile(self.model)
         self._open_workdir()
 
     # --- trajectories ---------------------------------------------------------------------
