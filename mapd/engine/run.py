@@ -16,6 +16,11 @@ from mapd.engine.trainer import Method, Trainer, TrainResult, TrainSettings, pic
 from mapd.models import build_model
 
 
+def _channels_last(train: dict[str, Any]) -> bool:
+    # the schema's default, for API callers that pass a partial ``train`` section
+    return bool(train.get("channels_last", True))
+
+
 def make_sources(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -30,7 +35,7 @@ def make_sources(
     A file-backed test set (``FileRows``) streams at the training images' size.
     """
     mean, std = channel_stats(train_images) if train.get("normalize", True) else (None, None)
-    cl = bool(train.get("channels_last", True))
+    cl = _channels_last(train)
     tr = TensorSource(
         train_images,
         train_labels,
@@ -86,7 +91,7 @@ def make_stream_sources(
         mean, std = channel_stats(
             decode_views(rows, sample_rows(len(rows), settings.stats_sample), settings=settings)
         )
-    cl = bool(train.get("channels_last", True))
+    cl = _channels_last(train)
     tr = FileSource(
         rows, labels, settings=settings, device=device, mean=mean, std=std, channels_last=cl
     )
