@@ -13,7 +13,12 @@ Measured (wall clock, ``time.perf_counter``), each a complete call on the same a
   when a run takes longer than ``_SLOW_S``); the speedup is against the faster of the two;
 - identity: rows where our probabilities differ from scikit-learn's (must be 0);
 - ImageNet size (``imagenet_n`` x ``imagenet_t``, same ``m``): ours only, once, after a warm-up
-  on a slice, with the peak resident memory sampled during the call.
+  on a slice, with the peak resident memory sampled during the call;
+- context for the speedup target: scikit-learn on one thread, and the N x M distance product
+  alone (``product_floor``: the GEMM ``[x, 1, ||x||^2] . [-2 y, ||y||^2, 1]`` in bfloat16, the
+  cheapest product whose error can be bounded, and float32, on one thread and on all). Every
+  brute-force method computes that product; ``speedup_if_only_the_product_counted`` is
+  scikit-learn's time over the fastest of them, an upper bound for such methods.
 
 The machine's load average is recorded: on a shared machine both sides slow down.
 """
@@ -185,6 +190,59 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _gemm_seconds(a: torch.Tensor, b: torch.Tensor, workers: int, repeats: int) -> float:
+    """Best wall time of ``a @ b`` in blocks of 512 rows on ``workers`` threads (one intra-op
+    thread each, like ``knn_proba``), the output written into preallocated blocks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = torch.tensor_split(a, workers)
+
+    def run(part: torch.Tensor) -> None:
+        out = torch.empty(512, b.shape[1], dtype=a.dtype)
+        for start in range(0, len(part), 512):
+            block = part[start : start + 512]
+            torch.mm(block, b, out=out[: len(block)])
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, parts))  # warm-up
+            best = float("inf")
+            for _ in range(max(1, repeats)):
+                start = time.perf_counter()
+                list(pool.map(run, parts))
+                best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return best
+
+
+def _product_floor(n: int, t: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Seconds of the N x M product alone, per dtype, on one thread and on all (see above)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, t + 2, generator=gen)
+    b = torch.randn(t + 2, m, generator=gen)
+    threads = max(1, torch.get_num_threads())
+    out: dict[str, dict[str, float]] = {}
+    for name, dtype in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+        ad, bd = a.to(dtype), b.to(dtype).contiguous()
+        out[name] = {
+            "1_thread_s": _gemm_seconds(ad, bd, 1, repeats),
+            f"{threads}_threads_s": _gemm_seconds(ad, bd, threads, repeats),
+        }
+    return out
+
+
+def _sklearn_one_thread(queries: np.ndarray, refs: np.ndarray, labels: np.ndarray) -> float:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        start = time.perf_counter()
+        _sklearn(queries, refs, labels, None)
+        return time.perf_counter() - start
+
+
 def _compare(n: int, t: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
     """Ours against scikit-learn at one size: times, stages and differing rows."""
     queries, refs, labels, truth = make_trajectories(n, t, m, seed=seed)
@@ -206,6 +264,8 @@ def _compare(n: int, t: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
     )
     sklearn_s = min(sk_default_s, sk_all_s)
     differing = int((proba != sk_proba).any(axis=1).sum())
+    floor = _product_floor(n, t, m, repeats)
+    fastest_product = min(s for times in floor.values() for s in times.values())
     return {
         "n": n,
         "t": t,
@@ -224,6 +284,9 @@ def _compare(n: int, t: int, m: int, repeats: int, seed: int) -> dict[str, Any]:
         "sklearn_n_jobs_-1_s": sk_all_s,
         "sklearn_n_jobs_-1_runs_s": sk_all_all,
         "speedup": sklearn_s / ours_s,
+        "sklearn_1_thread_s": _sklearn_one_thread(queries, refs, labels),
+        "product_floor": floor,
+        "speedup_if_only_the_product_counted": sklearn_s / fastest_product,
         "identical_rows": n - differing,
         "differing_rows": differing,
         # columns are the category codes: how often the argmax recovers the generating category
