@@ -25,19 +25,12 @@ from matplotlib.figure import Figure
 
 from mapd.errors import ConfigError, DataError
 from mapd.io import atomic_path, load_json, load_npy, load_table, save_table
+from mapd.probes import CATEGORIES
 
 PathLike = str | os.PathLike
 
-# Fixed order and colours, so a category looks the same in every figure and report.
-CATEGORY_ORDER: tuple[str, ...] = (
-    "typical",
-    "atypical",
-    "random_labels",
-    "random_inputs",
-    "corrupted",
-    "ood",
-    "random_sample",
-)
+# Fixed order (the probe suite's) and colours, so a category looks the same everywhere.
+CATEGORY_ORDER: tuple[str, ...] = CATEGORIES
 CATEGORY_COLORS: dict[str, str] = {
     "typical": "#1b9e77",
     "atypical": "#7570b3",

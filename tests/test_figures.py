@@ -344,3 +344,12 @@ def test_write_fig4_rejects_bad_heldout(audit, tmp_path: Path) -> None:
     path.write_text(json.dumps(obj))
     with pytest.raises(DataError, match="setting '3-probe' missing"):
         write_fig4(audit["probes"], audit["runs"], audit["assign"], tmp_path / "f")
+
+
+def test_every_probe_category_has_a_colour_and_a_name() -> None:
+    from mapd import figures
+    from mapd.probes import CATEGORIES
+
+    assert figures.CATEGORY_ORDER == CATEGORIES
+    assert set(figures.CATEGORY_COLORS) == set(CATEGORIES) == set(figures.CATEGORY_NAMES)
+    assert len(set(figures.CATEGORY_COLORS.values())) == len(CATEGORIES)  # distinguishable
