@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from mapd.io import save_json
-from mapd.knn import _proba
+from mapd.knn import _proba, _Workers
 
 CATEGORIES = ("typical", "atypical", "random_labels", "corrupted", "ood", "random_inputs")
 # share of each category among the queries (ordinary training data is mostly typical)
@@ -46,6 +46,7 @@ TARGETS = {"speedup_min": 10.0, "imagenet_max_s": 60.0}
 K = 20
 _SLOW_S = 30.0  # a scikit-learn run slower than this is not repeated
 _GEN_ROWS = 65536  # rows generated per step (bounds the float64 temporaries)
+_GEMM_ROWS = 512  # query rows per block of the bare product (output blocks stay small)
 
 
 def _curves(rng: np.random.Generator, category: str, n: int, t: int, noise: float) -> np.ndarray:
@@ -191,31 +192,21 @@ def _machine() -> dict[str, Any]:
 
 
 def _gemm_seconds(a: torch.Tensor, b: torch.Tensor, workers: int, repeats: int) -> float:
-    """Best wall time of ``a @ b`` in blocks of 512 rows on ``workers`` threads (one intra-op
-    thread each, like ``knn_proba``), the output written into preallocated blocks."""
+    """Best wall time of ``a @ b`` in blocks of ``_GEMM_ROWS`` rows on ``workers`` threads (one
+    intra-op thread each, like ``knn_proba``), the output written into preallocated blocks."""
     from concurrent.futures import ThreadPoolExecutor
 
     parts = torch.tensor_split(a, workers)
 
     def run(part: torch.Tensor) -> None:
-        out = torch.empty(512, b.shape[1], dtype=a.dtype)
-        for start in range(0, len(part), 512):
-            block = part[start : start + 512]
+        out = torch.empty(_GEMM_ROWS, b.shape[1], dtype=a.dtype)
+        for start in range(0, len(part), _GEMM_ROWS):
+            block = part[start : start + _GEMM_ROWS]
             torch.mm(block, b, out=out[: len(block)])
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(run, parts))  # warm-up
-            best = float("inf")
-            for _ in range(max(1, repeats)):
-                start = time.perf_counter()
-                list(pool.map(run, parts))
-                best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(previous)
-    return best
+    with _Workers(torch.device("cpu")), ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, parts))  # warm-up
+        return _best_of(lambda: list(pool.map(run, parts)), repeats)[0]
 
 
 def _product_floor(n: int, t: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
