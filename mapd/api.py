@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mapd import steps
-from mapd.assign import assign_metadata, heldout_accuracy
 from mapd.config import dataset_settings, deep_merge, validate_config
 from mapd.cscores import compute_cscores
 from mapd.data import ImageDataset
 from mapd.engine.run import train_trajectories
+from mapd.experiments.audit.steps import assign_run, build_suite
+from mapd.experiments.report import run_all
+from mapd.methods import method_for
 from mapd.probes import ProbeSuite
 
 
@@ -69,7 +70,7 @@ def audit(
         cscores, source = compute_cscores(
             dataset, settings=s["cscores"], train=s["train"], seed=seed, device=device
         )
-    suite = steps.suite_from_settings(dataset, s, seed=seed, cscores=cscores, cscore_source=source)
+    suite = build_suite(dataset, s, seed=seed, cscores=cscores, cscore_source=source)
     with tempfile.TemporaryDirectory() as tmp:
         res = train_trajectories(
             suite.images(dataset),
@@ -81,16 +82,10 @@ def audit(
             test_images=None if test is None else test.images,
             test_labels=None if test is None else test.labels,
             device=device,
+            method=method_for(s),
         )
-    a = s["assign"]
-    built = set(p["categories"])
-    heldout = {
-        name: heldout_accuracy(res.loss, suite.table, categories=cats, k=a["k"])
-        for name, cats in a["settings"].items()
-        if set(cats) <= built
-    }
-    metadata = assign_metadata(res.loss, suite.table, categories=a["settings"][a["use"]], k=a["k"])
-    return AuditResult(suite, res.loss, res.correct, metadata, heldout, res.metrics)
+    metadata, held = assign_run(res.loss, suite, s)
+    return AuditResult(suite, res.loss, res.correct, metadata, held["settings"], res.metrics)
 
 
 def probe_sizes_for(n: int, n_source_categories: int) -> int:
@@ -99,41 +94,20 @@ def probe_sizes_for(n: int, n_source_categories: int) -> int:
 
 
 def run_audit(config: dict[str, Any], config_path: str | Path) -> Path:
-    """Run every step for every data set and seed of ``config`` in this process.
+    """Run every step of every active experiment family of ``config`` in this process (what
+    ``mapd audit`` runs; Snakemake runs the same steps as separate jobs).
 
     Returns the path of the HTML report.
     """
-    for name in config["datasets"]:
-        steps.data_summary(config, name, steps.layout(config, name)["summary"])
-        s = dataset_settings(config, name)
-        cs = None
-        if {"typical", "atypical"} & set(s["probes"]["categories"]):
-            cs = steps.layout(config, name)["cscores"]
-            steps.cscores(config, name, cs)
-        seeds = []
-        for seed in config["seeds"]:
-            paths = steps.layout(config, name, seed)
-            steps.probes(config, name, seed, cs, paths["probes"])
-            steps.train(config, name, seed, paths["probes"], paths["run"])
-            steps.assign(config, name, paths["probes"], paths["run"], paths["assign"])
-            seeds.append(paths)
-        steps.figures(
-            [p["probes"] for p in seeds],
-            [p["run"] for p in seeds],
-            [p["assign"] for p in seeds],
-            steps.layout(config, name)["figures"],
-        )
-    report = Path(config["results"]) / "report" / "index.html"
-    steps.report(config, config_path, report, [])
-    return report
+    return run_all(config, config_path)
 
 
 def imagefolder_config(
     root: str | Path, out: str | Path, *, seeds: list[int], overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """A config auditing the image tree/manifest at ``root``, probe sizes scaled to its size."""
+    from mapd.categories import n_from_data
     from mapd.data import load_dataset
-    from mapd.probes import _FROM_DATA
 
     options: dict[str, Any] = (
         {"manifest": str(root)} if str(root).endswith(".csv") else {"root": str(root)}
@@ -141,7 +115,7 @@ def imagefolder_config(
     n = len(load_dataset("imagefolder", "train", **options))
     base = validate_config({"seeds": seeds, "datasets": {"imagefolder": {}}})
     cats = base["defaults"]["probes"]["categories"]
-    size = probe_sizes_for(n, sum(c in _FROM_DATA for c in cats))
+    size = probe_sizes_for(n, n_from_data(cats))
     defaults = deep_merge(
         {
             "probes": {"train_size": size, "heldout_size": size},

@@ -34,45 +34,59 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from mapd import steps
+    from mapd.pipeline import data_summary
 
-    steps.data_summary(_config(args), args.dataset, args.out)
+    data_summary(_config(args), args.dataset, args.out)
 
 
 def cmd_cscores(args: argparse.Namespace) -> None:
-    from mapd import steps
+    from mapd.experiments.audit import steps
 
     steps.cscores(_config(args), args.dataset, args.out)
 
 
 def cmd_probes(args: argparse.Namespace) -> None:
-    from mapd import steps
+    from mapd.experiments.audit import steps
 
     steps.probes(_config(args), args.dataset, args.seed, args.cscores, args.out)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mapd import steps
+    from mapd.experiments.audit import steps
+    from mapd.paths import Layout
 
-    steps.train(_config(args), args.dataset, args.seed, args.probes, args.out)
+    cfg = _config(args)
+    partial = args.partial or Layout.of(cfg).partial("run", args.dataset, args.seed)
+    steps.train(cfg, args.dataset, args.seed, args.probes, args.out, partial)
 
 
 def cmd_assign(args: argparse.Namespace) -> None:
-    from mapd import steps
+    from mapd.experiments.audit import steps
 
     steps.assign(_config(args), args.dataset, args.probes, args.run, args.out)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    from mapd import steps
+    from mapd.experiments.audit import steps
 
     steps.figures(args.probes, args.runs, args.assign, args.out)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from mapd import steps
+    from mapd.experiments.report import report
 
-    steps.report(_config(args), args.config, args.out, args.benchmarks or [])
+    report(_config(args), args.config, args.out)
+
+
+def cmd_dvc(args: argparse.Namespace) -> None:
+    from mapd.config import load_config
+    from mapd.experiments.report import dvc_yaml, write_dvc_yaml
+
+    cfg = load_config(args.config)
+    if args.out:
+        write_dvc_yaml(cfg, config_file=args.config, out=args.out)
+    else:
+        print(dvc_yaml(cfg, config_file=args.config), end="")
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
@@ -111,7 +125,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from mapd.benchmarks import run_all
+    from mapd.bench import run_all
 
     run_all(out_dir=args.out, quick=args.quick, cifar10_root=args.cifar10_root)
 
@@ -166,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--out", required=True, help="run directory (loss.npy, correct.npy, metrics.json, model.pt)"
     )
+    sp.add_argument(
+        "--partial",
+        help="in-progress state (checkpoint), resumed when present "
+        "(default: the results layout's partial/run/<dataset>/seed<S>)",
+    )
 
     sp = add("assign", cmd_assign, "k-NN metadata assignment and the held-out probe check")
     sp.add_argument("--dataset", required=True)
@@ -186,11 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--assign", nargs="+", required=True, help="assign directory per seed")
     sp.add_argument("--out", required=True, help="output directory")
 
-    sp = add("report", cmd_report, "the self-contained HTML report of every data set in the config")
-    sp.add_argument("--out", required=True, help="output HTML file")
-    sp.add_argument(
-        "--benchmarks", nargs="*", help="Snakemake benchmark TSV files (run time per step)"
+    sp = add(
+        "report",
+        cmd_report,
+        "the self-contained HTML report of every active experiment family, and their metrics",
     )
+    sp.add_argument("--out", required=True, help="output HTML file")
+
+    sp = add(
+        "dvc",
+        cmd_dvc,
+        "write dvc.yaml for a config: its outputs, metrics and plots from the results layout",
+        config=False,
+    )
+    sp.add_argument("--config", required=True, help="YAML config the DVC stage runs")
+    sp.add_argument("--out", help="output file (default: print)")
 
     sp = add(
         "audit",

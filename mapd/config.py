@@ -21,11 +21,52 @@ import yaml
 from mapd.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+# the per-data-set settings sections (``defaults``, overridable under ``datasets/<name>``)
+SECTIONS = ("cscores", "probes", "train", "methods", "scores", "assign")
+
+
+# settings sections that registries may extend at run time (a test's toy method or score)
+_EXTRA: dict[str, dict[str, dict[str, Any]]] = {"methods": {}, "scores": {}}
 
 
 @cache
-def schema() -> dict[str, Any]:
+def _schema_file() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def register_schema(kind: str, name: str, fragment: dict[str, Any]) -> None:
+    """Add the settings section ``<kind>/<name>`` (JSON schema with defaults) to the schema.
+
+    Used by :func:`mapd.methods.register_method` and :func:`mapd.scores.register_score` for
+    methods and scores that the schema file does not list (e.g. a test's toy method).
+    """
+    if kind not in _EXTRA:
+        raise ValueError(f"kind must be one of {sorted(_EXTRA)}, got {kind!r}")
+    if name in _schema_file()["definitions"][kind]["properties"]:
+        raise ConfigError(f"{kind}/{name} is already defined by the schema file")
+    _EXTRA[kind][name] = copy.deepcopy(fragment)
+
+
+def schema() -> dict[str, Any]:
+    """The config schema: the YAML file plus the names that live in code.
+
+    Added here: the probe categories (:data:`mapd.categories.CATEGORIES`) as the allowed
+    category names, the method and score names (the sections of ``methods`` and ``scores``,
+    including registered ones) as the allowed ``train/method`` and ``assign/scores`` values.
+    """
+    from mapd.categories import CATEGORIES
+
+    sch = copy.deepcopy(_schema_file())
+    defs = sch["definitions"]
+    defs["categories"]["items"]["enum"] = list(CATEGORIES)
+    for kind in ("methods", "scores"):
+        props = defs[kind]["properties"]
+        props.update(copy.deepcopy(_EXTRA[kind]))
+        for sub in props.values():
+            sub.setdefault("default", {})  # so that every section gets its defaults filled
+    defs["train"]["properties"]["method"]["enum"] = list(defs["methods"]["properties"])
+    defs["assign"]["properties"]["scores"]["items"]["enum"] = list(defs["scores"]["properties"])
+    return sch
 
 
 def _fill_defaults(node: Any, sch: dict[str, Any], root: dict[str, Any]) -> None:
@@ -86,7 +127,7 @@ def _check_dataset(cfg: dict[str, Any], name: str) -> None:
                 "are not built "
                 f"(probes/categories is {sorted(cats)})"
             )
-    if s["cscores"]["method"] == "file" and not s["cscores"].get("file"):
+    if s["cscores"]["method"] == "file" and not s["cscores"]["file"]:
         raise ConfigError(f"datasets/{name}/cscores: method 'file' needs cscores/file")
     if {"typical", "atypical"} & cats and s["cscores"]["method"] is None:
         raise ConfigError(f"datasets/{name}/cscores/method must be set for typical/atypical probes")
@@ -95,6 +136,27 @@ def _check_dataset(cfg: dict[str, Any], name: str) -> None:
             f"datasets/{name}/probes/ood_blur_kernel must be odd, "
             f"got {s['probes']['ood_blur_kernel']}"
         )
+
+
+def section(name: str, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``defaults`` section (e.g. ``train``) from a partial dict: validated, defaults filled.
+
+    For API callers that give only some settings; the values come from the schema alone.
+    """
+    sch = schema()
+    props = sch["properties"]["defaults"]["properties"]
+    if name not in props:
+        raise ConfigError(f"unknown settings section {name!r}; known: {sorted(props)}")
+    node = copy.deepcopy(partial or {})
+    sub = props[name]
+    _fill_defaults(node, sub, sch)
+    validator = jsonschema.Draft7Validator({**sub, "definitions": sch["definitions"]})
+    errors = sorted(validator.iter_errors(node), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = "/".join([name, *(str(p) for p in e.absolute_path)])
+        raise ConfigError(f"invalid settings at {where}: {e.message}")
+    return node
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -128,12 +190,32 @@ def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
     entry = config["datasets"][name] or {}
     merged = deep_merge(
         config["defaults"],
-        {k: v for k, v in entry.items() if k in ("cscores", "probes", "train", "assign")},
+        {k: v for k, v in entry.items() if k in SECTIONS},
     )
     merged["loader"] = entry.get("loader", name)
     merged["options"] = copy.deepcopy(entry.get("options", {}))
     merged["subset"] = entry.get("subset")
     return merged
+
+
+def section_fingerprint(settings: dict[str, Any], name: str) -> str:
+    """Fingerprint of one section of a data set's effective settings, with what it depends on:
+    the loader, its options and the subset (the data), and for ``train`` the chosen method's
+    settings. The workflow re-runs a step when the fingerprint of its section changes."""
+    value = settings[name]
+    extra = {}
+    if name == "train":
+        extra["method"] = settings["methods"][value["method"]]
+    return fingerprint(
+        {
+            "section": name,
+            "value": value,
+            **extra,
+            "loader": settings["loader"],
+            "options": settings["options"],
+            "subset": settings["subset"],
+        }
+    )
 
 
 def fingerprint(obj: Any) -> str:

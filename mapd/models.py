@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import fuse_conv_bn_eval
-from torchvision import models as tvm
 
 from mapd.errors import ConfigError
 
@@ -185,7 +184,7 @@ def _small_cnn(
 # --- torchvision ResNets ----------------------------------------------------------------------
 
 
-def _cifar_stem(model: tvm.ResNet, in_channels: int) -> tvm.ResNet:
+def _cifar_stem(model: nn.Module, in_channels: int) -> nn.Module:
     """Swap the ImageNet stem (7x7 stride-2 conv + max-pool) for a 3x3 stride-1 conv."""
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -193,17 +192,24 @@ def _cifar_stem(model: tvm.ResNet, in_channels: int) -> tvm.ResNet:
     return model
 
 
+def _tvm() -> Any:
+    # torchvision (and the torch._dynamo it pulls in) takes ~3 s to import: only for its models
+    from torchvision import models
+
+    return models
+
+
 def _resnet18_cifar(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    return _cifar_stem(tvm.resnet18(weights=None, num_classes=num_classes), in_channels)
+    return _cifar_stem(_tvm().resnet18(weights=None, num_classes=num_classes), in_channels)
 
 
 def _resnet50_cifar(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    return _cifar_stem(tvm.resnet50(weights=None, num_classes=num_classes), in_channels)
+    return _cifar_stem(_tvm().resnet50(weights=None, num_classes=num_classes), in_channels)
 
 
 def _load_imagenet_resnet50_weights() -> dict[str, torch.Tensor]:
     """torchvision's ResNet-50 IMAGENET1K_V2 state dict (downloaded once into the hub cache)."""
-    weights = tvm.ResNet50_Weights.IMAGENET1K_V2
+    weights = _tvm().ResNet50_Weights.IMAGENET1K_V2
     try:
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as e:  # no network, HTTP error, bad hash, truncated file, ...
@@ -221,7 +227,7 @@ def _resnet50(
     *, num_classes: int, in_channels: int, image_size: int, pretrained: bool = False
 ) -> nn.Module:
     """ImageNet-stem ResNet-50; with ``pretrained`` the ImageNet weights except a new ``fc``."""
-    model = tvm.resnet50(weights=None)
+    model = _tvm().resnet50(weights=None)
     if pretrained:
         if in_channels not in (1, 3):
             raise ConfigError(
@@ -488,13 +494,18 @@ def build_model(
 # (conv, bn) attribute pairs in which ``bn`` is applied directly to ``conv``'s output in the
 # module's forward; ``nn.Sequential`` chains are found from their order. PreAct blocks apply BN
 # before the conv, so they have none.
-_CONV_BN_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
-    tvm.resnet.ResNet: (("conv1", "bn1"),),
-    tvm.resnet.BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
-    tvm.resnet.Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
-    ResNet32: (("conv1", "bn1"),),
-    _BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
+# Keyed by the class's qualified name, so torchvision need not be imported to fold a small CNN.
+_CONV_BN_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "torchvision.models.resnet.ResNet": (("conv1", "bn1"),),
+    "torchvision.models.resnet.BasicBlock": (("conv1", "bn1"), ("conv2", "bn2")),
+    "torchvision.models.resnet.Bottleneck": (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    f"{__name__}.ResNet32": (("conv1", "bn1"),),
+    f"{__name__}._BasicBlock": (("conv1", "bn1"), ("conv2", "bn2")),
 }
+
+
+def _qualname(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -524,7 +535,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 if _foldable(module[i], module[i + 1]):
                     module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
                     module[i + 1] = nn.Identity()
-        for conv_name, bn_name in _CONV_BN_PAIRS.get(type(module), ()):
+        for conv_name, bn_name in _CONV_BN_PAIRS.get(_qualname(module), ()):
             conv, bn = getattr(module, conv_name), getattr(module, bn_name)
             if _foldable(conv, bn):
                 setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))

@@ -8,6 +8,7 @@ part (scored by the k-NN: the Fig. 4 sanity check). Probe inputs are materialise
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +18,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from mapd.categories import CATEGORIES, FROM_DATA
 from mapd.data.base import ImageDataset
 from mapd.engine.stream import FileRows, StreamSettings, channels_of, decode_views
 from mapd.errors import ConfigError, DataError
 from mapd.io import atomic_dir, load_json, load_npy, load_table, save_json, save_npy, save_table
 
-CATEGORIES = (
-    "typical",
-    "atypical",
-    "random_labels",
-    "random_inputs",
-    "corrupted",
-    "ood",
-    "random_sample",
-)
-# categories whose inputs come from real training examples (their sources leave the data)
-_FROM_DATA = ("typical", "atypical", "random_labels", "corrupted", "ood", "random_sample")
 ROLES = ("data", "probe_train", "probe_heldout")
 
 
@@ -121,17 +112,43 @@ class ProbeSuite:
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeSuite:
+        """Read and check a probe-suite folder (probe images memory-mapped)."""
         path = Path(path)
-        table = load_table(path / "examples.parquet")
-        required = {"row", "orig_index", "category", "role", "label", "orig_label", "probe_row"}
-        if missing := required - set(table.columns):
-            raise DataError(f"{path / 'examples.parquet'} lacks columns {sorted(missing)}")
-        table["category"] = table["category"].fillna("")
-        return cls(
-            table=table,
-            probe_images=load_npy(path / "probe_images.npy"),
-            meta=load_json(path / "meta.json"),
-        )
+        ex = path / "examples.parquet"
+        table = load_table(ex)
+        required = ("row", "orig_index", "category", "role", "label", "orig_label", "probe_row")
+        if missing := [c for c in required if c not in table.columns]:
+            raise DataError(f"{ex} lacks columns {missing}")
+        table["category"] = table["category"].fillna("").astype(str)
+        if not np.array_equal(np.sort(table["row"].to_numpy()), np.arange(len(table))):
+            raise DataError(f"{ex}: column 'row' must hold each of 0..{len(table) - 1} once")
+        # ``row`` is the row of the run's arrays: after this, table position == row
+        table = table.sort_values("row", kind="stable").reset_index(drop=True)
+        if bad := sorted(set(table["role"]) - set(ROLES)):
+            raise DataError(f"{ex}: unknown roles {bad}; known: {list(ROLES)}")
+        meta = load_json(path / "meta.json")
+        if not isinstance(meta, dict) or not isinstance(meta.get("categories"), list):
+            raise DataError(f"{path / 'meta.json'}: expected an object with 'categories'")
+        cats = set(table["category"]) - {""}
+        if unknown := sorted(cats - set(meta["categories"])):
+            raise DataError(f"{ex}: categories {unknown} are not in meta.json's list")
+        images = load_npy(path / "probe_images.npy", mmap=True)
+        probe_row = table["probe_row"].to_numpy()
+        if len(table) and (probe_row.max() >= len(images) or probe_row.min() < -1):
+            raise DataError(
+                f"{ex}: probe_row outside -1..{len(images) - 1} (rows of probe_images.npy)"
+            )
+        return cls(table=table, probe_images=images, meta=meta)
+
+    @property
+    def seed(self) -> int | None:
+        return self.meta.get("seed")
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names recorded when the suite was built (None for old suites)."""
+        classes = self.meta.get("classes")
+        return [str(c) for c in classes] if isinstance(classes, list) else None
 
 
 def _positions(source: ImageDataset, orig_index: np.ndarray) -> np.ndarray:
@@ -237,6 +254,20 @@ def materialise(
 # --- suite construction ------------------------------------------------------------------------
 
 
+def check_probe_budget(categories: Sequence[str], *, per_cat: int, n: int, name: str) -> None:
+    """Refuse probe sizes whose source examples (train + held-out, for every category that
+    draws from the data) would take all ``n`` training examples of data set ``name``."""
+    from_data = [c for c in categories if c in FROM_DATA]
+    need = per_cat * len(from_data)
+    if need >= n:
+        raise ConfigError(
+            f"{name}: {len(from_data)} probe categories drawn from the data "
+            f"({', '.join(from_data)}) x {per_cat} probes (train_size + heldout_size) need "
+            f"{need} source examples, but "
+            f"{name} has only {n} training examples: lower probes/train_size and heldout_size"
+        )
+
+
 def build_probe_suite(
     dataset: ImageDataset,
     *,
@@ -295,12 +326,7 @@ def build_probe_suite(
             raise DataError(f"C-scores have shape {cscores.shape}, the data set has {n} examples")
         if not np.isfinite(cscores).all():
             raise DataError("C-scores contain NaN or inf")
-    n_sources = per_cat * sum(c in _FROM_DATA for c in categories)
-    if n_sources >= n:
-        raise ConfigError(
-            f"{len(categories)} categories x {per_cat} probes need {n_sources} source examples, "
-            f"but {dataset.name} has only {n}: lower train_size/heldout_size"
-        )
+    check_probe_budget(categories, per_cat=per_cat, n=n, name=dataset.name)
 
     rng = np.random.default_rng(seed)
     taken = np.zeros(n, dtype=bool)
@@ -314,7 +340,7 @@ def build_probe_suite(
             sources[cat] = rng.permutation(chosen)
             taken[chosen] = True
     for cat in categories:
-        if cat in _FROM_DATA and cat not in sources:
+        if cat in FROM_DATA and cat not in sources:
             chosen = rng.choice(np.flatnonzero(~taken), size=per_cat, replace=False)
             sources[cat] = chosen
             taken[chosen] = True

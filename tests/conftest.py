@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,15 @@ def shared_mnist_root(shared_dir: Path) -> Path:
 def shared_cscores_dir(shared_dir: Path) -> Path:
     """../shared/data/cscores (the published CIFAR-10 / CIFAR-100 C-score .npz files)."""
     return _shared_path(shared_dir, "data/cscores")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: tiny models run fastest so, immune to a busy machine, and float sums
+    are the same in every process that does the same."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import torch
 import yaml
 
 from mapd.cli import main
+from mapd.paths import Layout
 
 CATEGORIES = ["typical", "atypical", "random_labels", "random_inputs", "corrupted", "ood"]
 SUBSET, PER_ROLE, EPOCHS = 300, 5, 2
@@ -85,14 +87,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every step of the pipeline once, in process, into the documented layout."""
     tmp = tmp_path_factory.mktemp("cli")
     cfg = _config(tmp)
-    r = tmp / "results"
+    lay = Layout(str(tmp / "results"))
     paths = {
         "config": cfg,
-        "summary": r / "data" / "digits" / "summary.json",
-        "cscores": r / "cscores" / "digits.npz",
-        "probes": r / "probes" / "digits" / "seed0",
-        "run": r / "runs" / "digits" / "seed0",
-        "assign": r / "assign" / "digits" / "seed0",
+        "summary": Path(lay.summary("digits")),
+        "cscores": Path(lay.cscores("digits")),
+        "probes": Path(lay.probes("digits", 0)),
+        "run": Path(lay.run("digits", 0)),
+        "assign": Path(lay.assign("digits", 0)),
     }
     common = ("--config", cfg, "--dataset", "digits")
     assert _mapd("data", *common, "--out", paths["summary"]) == 0
@@ -192,8 +194,13 @@ def test_assign_files(pipeline: dict[str, Path]) -> None:
     held = json.loads((d / "heldout.json").read_text())
     used = held["settings"]["6-probe"]["categories"]  # the setting that assigns, in its order
     assert sorted(used) == sorted(CATEGORIES)
-    assert list(meta.columns) == cols + [f"p_{c}" for c in used] + ["assigned"]
+    scores = ["score_mapd", "score_loss"]  # the default assign/scores
+    assert list(meta.columns) == cols + [f"p_{c}" for c in used] + ["assigned"] + scores
     assert len(meta) == N_ROWS
+    # MAP-D's score is p(random_labels) of the same k-NN; the loss score the mean loss
+    np.testing.assert_array_equal(meta["score_mapd"], meta["p_random_labels"])
+    loss = np.load(pipeline["run"] / "loss.npy")
+    np.testing.assert_allclose(meta["score_loss"], loss.astype(np.float64).mean(1))
     p = meta[[f"p_{c}" for c in used]].to_numpy()
     np.testing.assert_allclose(p.sum(1), 1.0)
     np.testing.assert_array_equal(meta["assigned"], np.asarray(used)[p.argmax(1)])
@@ -290,13 +297,14 @@ def test_corrupt_loss_file(
     pipeline: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    run.mkdir()
+    shutil.copytree(pipeline["run"], run)
     (run / "loss.npy").write_bytes(b"\x93NUMPY garbage, not an array")
     assert _assign(pipeline, run, tmp_path / "out") == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "corrupt .npy file" in line and str(run / "loss.npy") in line
     # a valid array with the wrong number of rows
     np.save(run / "loss.npy", np.zeros((N_ROWS - 1, EPOCHS), dtype=np.float32))
+    np.save(run / "correct.npy", np.zeros((N_ROWS - 1, EPOCHS), dtype=bool))
     assert _assign(pipeline, run, tmp_path / "out") == 2
     line = _one_error_line(capsys.readouterr().err)
     assert f"probe suite has {N_ROWS} rows" in line
@@ -307,7 +315,7 @@ def test_nan_trajectories(
     pipeline: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    run.mkdir()
+    shutil.copytree(pipeline["run"], run)
     loss = np.load(pipeline["run"] / "loss.npy")
     loss[[4, 9], 1] = np.nan
     np.save(run / "loss.npy", loss)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,89 @@ def test_every_config_in_repo_validates(repo_root: Path) -> None:
         except ConfigError as e:
             problems.append(f"{path.relative_to(repo_root)}: {e}")
     assert not problems, "\n".join(problems)
+
+
+# --- the schema is the only place a default value is written -----------------------------------
+
+
+def _schema_defaults(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Walk a schema node (``allOf`` + ``$ref`` + ``properties``) and collect its defaults."""
+    out: dict[str, Any] = {}
+    parts = [node, *node.get("allOf", [])]
+    for part in parts:
+        if "$ref" in part:
+            ref = root
+            for key in part["$ref"].lstrip("#/").split("/"):
+                ref = ref[key]
+            parts.append(ref)
+            continue
+        for key, prop in part.get("properties", {}).items():
+            if "default" in prop and key not in out:
+                out[key] = copy.deepcopy(prop["default"])
+            if isinstance(out.get(key), dict):
+                out[key] = {**_schema_defaults(prop, root), **out[key]}
+    return out
+
+
+@pytest.mark.parametrize("name", ["cscores", "probes", "train", "methods", "scores", "assign"])
+def test_an_empty_section_gets_exactly_the_schema_defaults(name: str) -> None:
+    from mapd.config import section
+
+    sch = schema()
+    expected = _schema_defaults(sch["properties"]["defaults"]["properties"][name], sch)
+    assert expected, name
+    assert section(name, {}) == expected
+    assert validate_config(MINIMAL)["defaults"][name] == expected
+
+
+def test_settings_objects_take_their_defaults_from_the_schema() -> None:
+    from mapd.config import section
+    from mapd.engine.stream import StreamSettings
+    from mapd.engine.trainer import TrainSettings
+    from mapd.methods import build_method
+
+    train = section("train", {})
+    ts = TrainSettings.from_config({})
+    for field in TrainSettings.__dataclass_fields__:
+        assert getattr(ts, field) == train[field], field
+    ss = StreamSettings.from_config({"image_size": 32})
+    assert (ss.crop_padding, ss.flip, ss.normalize) == (
+        train["crop_padding"],
+        train["flip"],
+        train["normalize"],
+    )
+    assert (ss.workers, ss.stats_sample, ss.train_transform) == (
+        train["workers"],
+        train["stats_sample"],
+        train["train_transform"],
+    )
+    assert list(ss.crop_scale) == train["crop_scale"]
+    mixup = section("methods", {})["mixup"]
+    assert build_method("mixup", mixup).settings == mixup == {"alpha": 1.0, "record": "clean"}
+
+
+def test_no_code_default_for_a_config_setting(repo_root: Path) -> None:
+    """`.get("<setting>", <default>)` on a settings section would be a second default."""
+    sch = schema()
+    keys = set()
+    for sec in ("cscores", "probes", "train", "assign"):
+        keys |= set(sch["definitions"][sec]["properties"])
+    pattern = re.compile(r"\.get\(\s*[\"'](" + "|".join(sorted(keys)) + r")[\"']\s*,")
+    hits = [
+        f"{p.relative_to(repo_root)}:{i}"
+        for p in (repo_root / "mapd").rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert hits == []
+
+
+def test_partial_sections_are_validated() -> None:
+    from mapd.config import section
+
+    with pytest.raises(ConfigError, match="train/record"):
+        section("train", {"record": "sometimes"})
+    with pytest.raises(ConfigError, match="unknown settings section"):
+        section("nope", {})
+    with pytest.raises(ConfigError, match="train/method"):
+        validate_config(_with("defaults/train/method", "no_such_method"))

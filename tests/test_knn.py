@@ -8,7 +8,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 import mapd.knn as knn
-from mapd.benchmarks.knn import make_trajectories
+from mapd.bench.knn import make_trajectories
 from mapd.errors import DataError
 from mapd.knn import knn_neighbors, knn_proba, knn_proba_sklearn
 

@@ -425,7 +425,7 @@ def test_images_composes_the_right_pixels() -> None:
 
 def test_too_many_probes_for_the_data_set() -> None:
     ds = _synthetic(30)
-    with pytest.raises(ConfigError, match="train_size/heldout_size"):
+    with pytest.raises(ConfigError, match="lower probes/train_size and heldout_size"):
         build_probe_suite(
             ds, categories=["random_labels", "ood"], train_size=8, heldout_size=8, seed=0
         )

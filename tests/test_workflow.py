@@ -16,6 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from mapd.config import validate_config
+from mapd.experiments.report import all_jobs
+from mapd.paths import Layout, seed_job
+
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
@@ -78,27 +82,33 @@ def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> N
     config = _tiny_config(tmp_path)
     first = _snakemake(repo_root, tmp_path, config)
     assert first.returncode == 0, first.stderr[-3000:]
-    res = tmp_path / "results"
-    for rel in (
-        "report/index.html",
-        "report/metrics.json",
-        "figures/digits/fig3.png",
-        "figures/digits/fig4.png",
-        "figures/digits/fig3.svg",
-        "assign/digits/seed0/metadata.parquet",
-        "runs/digits/seed0/loss.npy",
-        "data/digits/summary.json",
-        "cscores/digits.npz",
+    lay = Layout(str(tmp_path / "results"))
+    for path in (
+        lay.report(),
+        lay.metrics("audit"),
+        lay.figure("digits", "fig3.png"),
+        lay.figure("digits", "fig4.png"),
+        lay.figure("digits", "fig3.svg"),
+        f"{lay.assign('digits', 0)}/metadata.parquet",
+        f"{lay.run('digits', 0)}/loss.npy",
+        lay.summary("digits"),
+        lay.cscores("digits"),
     ):
-        assert (res / rel).is_file(), rel
-    metrics = json.loads((res / "report/metrics.json").read_text())
+        assert Path(path).is_file(), path
+    metrics = json.loads(Path(lay.metrics("audit")).read_text())
     assert 0.0 <= metrics["digits"]["heldout_6-probe"]["mean"] <= 1.0
-    html = (res / "report/index.html").read_text()
+    html = Path(lay.report()).read_text()
     assert html.count("data:image/png;base64,") >= 2 and "Held-out probe accuracy" in html
-    for step in ("train/digits/seed0", "assign/digits/seed0", "probes/digits/seed0"):
-        assert (res / "logs" / f"{step}.log").is_file() and (
-            res / "benchmarks" / f"{step}.tsv"
-        ).is_file()
+    # every job of the DAG wrote its log and its timing file, and the report lists exactly them
+    cfg = validate_config(yaml.safe_load(config.read_text()))
+    jobs = all_jobs(cfg)
+    assert {s for s, _ in jobs} == {"data", "cscores", "probes", "train", "assign", "figures"}
+    for step, job in jobs:
+        assert Path(lay.log(step, job)).is_file() and Path(lay.timing(step, job)).is_file(), job
+    written = sorted(Path(lay.folder("timing")).rglob("*.tsv"))
+    assert written == sorted(Path(lay.timing(s, j)) for s, j in jobs)
+    for step, job in jobs:
+        assert f'<td class="txt">{step}/{job}</td>' in html
     again = _snakemake(repo_root, tmp_path, config, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -106,7 +116,8 @@ def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> N
 
 def test_killed_training_resumes_from_checkpoint(repo_root: Path, tmp_path: Path) -> None:
     config = _tiny_config(tmp_path, epochs=6, subset=600)
-    partial = tmp_path / "results/runs/digits/seed0.partial"
+    lay = Layout(str(tmp_path / "results"))
+    partial = Path(lay.partial("run", "digits", 0))
     cmd = [
         str(BIN / "snakemake"),
         "-s",
@@ -137,13 +148,13 @@ def test_killed_training_resumes_from_checkpoint(repo_root: Path, tmp_path: Path
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: snakemake and its `mapd train` child
         proc.wait(timeout=120)
-    assert not (tmp_path / "results/runs/digits/seed0/loss.npy").exists()
+    assert not Path(lay.run("digits", 0)).exists()
     rerun = _snakemake(repo_root, tmp_path, config, "all_train")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    log = (tmp_path / "results/logs/train/digits/seed0.log").read_text()
+    log = Path(lay.log("train", seed_job("digits", 0))).read_text()
     assert "resuming from" in log
-    loss = np.load(tmp_path / "results/runs/digits/seed0/loss.npy")
-    rows = len(pd.read_parquet(tmp_path / "results/probes/digits/seed0/examples.parquet"))
+    loss = np.load(Path(lay.run("digits", 0)) / "loss.npy")
+    rows = len(pd.read_parquet(Path(lay.probes("digits", 0)) / "examples.parquet"))
     assert loss.shape == (rows, 6) and np.isfinite(loss).all()
     assert not partial.exists()
 

@@ -9,16 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mapd.config import fingerprint
+from mapd.config import fingerprint, section
 from mapd.engine.augment import TensorSource, channel_stats
+from mapd.engine.method import Method
 from mapd.engine.stream import FileRows, FileSource, StreamSettings, decode_views, sample_rows
-from mapd.engine.trainer import Method, Trainer, TrainResult, TrainSettings, pick_device
+from mapd.engine.trainer import Trainer, TrainResult, TrainSettings, pick_device
 from mapd.models import build_model
-
-
-def _channels_last(train: dict[str, Any]) -> bool:
-    # the schema's default, for API callers that pass a partial ``train`` section
-    return bool(train.get("channels_last", True))
 
 
 def make_sources(
@@ -32,16 +28,18 @@ def make_sources(
 ) -> tuple[TensorSource, TensorSource | FileSource | None]:
     """Device-resident training (augmented) and test (plain) sources, normalised alike.
 
-    A file-backed test set (``FileRows``) streams at the training images' size.
+    A file-backed test set (``FileRows``) streams at the training images' size. ``train`` may
+    be partial: the schema fills the rest.
     """
-    mean, std = channel_stats(train_images) if train.get("normalize", True) else (None, None)
-    cl = _channels_last(train)
+    train = section("train", train)
+    mean, std = channel_stats(train_images) if train["normalize"] else (None, None)
+    cl = train["channels_last"]
     tr = TensorSource(
         train_images,
         train_labels,
         device=device,
-        crop_padding=train.get("crop_padding", 0),
-        flip=train.get("flip", False),
+        crop_padding=train["crop_padding"],
+        flip=train["flip"],
         mean=mean,
         std=std,
         channels_last=cl,
@@ -51,7 +49,7 @@ def make_sources(
         size = int(train_images.shape[1])
         # the test set is only evaluated: its view is the training images' size, no crop jitter
         settings = StreamSettings.from_config(
-            {**train, "resize": max(train.get("resize") or size, size), "crop_padding": 0},
+            {**train, "resize": max(train["resize"] or size, size), "crop_padding": 0},
             size=size,
         )
         te = FileSource(
@@ -85,13 +83,14 @@ def make_stream_sources(
     there are no more than that, so at native size they equal the in-memory path's).
     ``test_rows`` may be in memory (uint8 (N, H, W, C)); it then goes through the eval view.
     """
+    train = section("train", train)
     settings = StreamSettings.from_config(train)
     mean = std = None
     if settings.normalize:
         mean, std = channel_stats(
             decode_views(rows, sample_rows(len(rows), settings.stats_sample), settings=settings)
         )
-    cl = _channels_last(train)
+    cl = train["channels_last"]
     tr = FileSource(
         rows, labels, settings=settings, device=device, mean=mean, std=std, channels_last=cl
     )
@@ -135,7 +134,9 @@ def train_trajectories(
     same settings and data.
     """
     dev = pick_device(device)
+    train = section("train", train)  # API callers may give a partial section
     settings = TrainSettings.from_config(train)
+    method = method or Method()
     streaming = isinstance(images, FileRows)
     if streaming:
         size, channels = StreamSettings.from_config(train).size, images.channels
@@ -147,7 +148,7 @@ def train_trajectories(
         num_classes=num_classes,
         in_channels=channels,
         image_size=size,
-        **train.get("model_options", {}),
+        **train["model_options"],
     )
     if streaming:
         tr, te = make_stream_sources(
@@ -162,13 +163,14 @@ def train_trajectories(
             test_images=test_images,
             test_labels=test_labels,
         )
-    # decoding threads do not change results, so they may differ when a run is resumed
+    # decoding threads do not change results, so they may differ when a run is resumed; the
+    # method's settings do change them
     key = {
-        "train": {k: v for k, v in train.items() if k != "workers"},
+        "train": {k: v for k, v in train.items() if k not in ("workers", "method")},
         "seed": seed,
         "n": len(images),
         "labels": fingerprint(np.asarray(labels).tolist()),
-        "method": (method or Method()).name,
+        "method": method.signature(),
     }
     if streaming:
         key["storage"] = "files"

@@ -67,31 +67,35 @@ class StreamSettings:
 
     size: int
     resize: int
-    train_transform: str = "pad_crop"
-    crop_padding: int = 0
-    flip: bool = False
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    workers: int = 0
-    stats_sample: int = 2048
-    normalize: bool = True
+    train_transform: str
+    crop_padding: int
+    flip: bool
+    crop_scale: tuple[float, float]
+    workers: int
+    stats_sample: int
+    normalize: bool
 
     @classmethod
     def from_config(
         cls, train: dict[str, Any], *, what: str = "file-backed data", size: int | None = None
     ) -> StreamSettings:
-        """Read ``train`` (the config section); ``size`` overrides ``train["image_size"]``."""
-        size = train.get("image_size") if size is None else size
+        """Read ``train`` (the config section, possibly partial: the schema fills the rest);
+        ``size`` overrides ``train["image_size"]``."""
+        from mapd.config import section
+
+        train = section("train", train)
+        size = train["image_size"] if size is None else size
         if size is None:
             raise ConfigError(
                 f"train/image_size must be set to stream {what} (e.g. 224 for ImageNet-style "
                 f"data, 32 for an imagefolder copy of CIFAR-10)"
             )
-        resize = train.get("resize") or size
-        kind = train.get("train_transform", "pad_crop")
-        scale = tuple(float(v) for v in train.get("crop_scale", (0.08, 1.0)))
-        pad = int(train.get("crop_padding", 0))
-        workers = int(train.get("workers", 0))
-        sample = int(train.get("stats_sample", 2048))
+        resize = train["resize"] or size
+        kind = train["train_transform"]
+        scale = tuple(float(v) for v in train["crop_scale"])
+        pad = int(train["crop_padding"])
+        workers = int(train["workers"])
+        sample = int(train["stats_sample"])
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"train/image_size must be a positive integer, got {size!r}")
         if isinstance(resize, bool) or not isinstance(resize, int) or resize < size:
@@ -117,11 +121,11 @@ class StreamSettings:
             resize=resize,
             train_transform=kind,
             crop_padding=pad,
-            flip=bool(train.get("flip", False)),
+            flip=bool(train["flip"]),
             crop_scale=(scale[0], scale[1]),
             workers=workers,
             stats_sample=sample,
-            normalize=bool(train.get("normalize", True)),
+            normalize=bool(train["normalize"]),
         )
 
     @property

@@ -6,9 +6,9 @@ eval-mode pass over the training set (``record="eval"``, the paper's protocol) o
 training forward pass itself (``record="online"``, nearly free). Every epoch ends with a
 checkpoint; a re-run resumes from it and produces the same trajectories, bit for bit on CPU.
 
-Methods (label correction, mixup, prioritised selection, ...) plug in through :class:`Method`:
-they can replace the loss, choose examples inside a batch and read the curves recorded so far
-(:meth:`Trainer.history`) while training runs.
+Methods (label correction, mixup, prioritised selection, ...) plug in through
+:class:`mapd.engine.method.Method`: they can replace the loss, choose examples inside a batch and
+read the curves recorded so far (:meth:`Trainer.history`) while training runs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from mapd.engine.augment import TensorSource
+from mapd.engine.method import Method, frozen_batchnorm_stats
 from mapd.errors import ConfigError, DataError
 from mapd.io import atomic_path, load_json, save_json
 from mapd.models import fold_batchnorm
@@ -33,29 +34,35 @@ from mapd.models import fold_batchnorm
 
 @dataclass
 class TrainSettings:
-    """Hyper-parameters of one training run (the config's ``train`` section)."""
+    """Hyper-parameters of one training run: the config's ``train`` section.
 
-    epochs: int = 20
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    record: str = "eval"
-    record_augment: bool = False
-    eval_batch_size: int = 256  # CPU caches favour small inference batches; GPU configs raise it
-    amp: bool = True
-    compile: bool = False
+    No defaults here: :meth:`from_config` fills the missing ones from the schema.
+    """
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    schedule: str
+    milestones: list[int]
+    gamma: float
+    warmup_epochs: int
+    record: str
+    record_augment: bool
+    eval_batch_size: int
+    amp: bool
+    compile: bool
 
     @classmethod
-    def from_config(cls, train: dict[str, Any]) -> TrainSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in train.items() if k in known})
+    def from_config(cls, train: dict[str, Any] | None = None) -> TrainSettings:
+        """From a (possibly partial) ``train`` section, validated, schema defaults filled."""
+        from mapd.config import section
+
+        train = section("train", train)
+        return cls(**{f: train[f] for f in cls.__dataclass_fields__})
 
     def lr_factor(self, epoch: float) -> float:
         """Learning-rate multiplier at fractional epoch ``epoch`` (0 = start of training)."""
@@ -70,41 +77,6 @@ class TrainSettings:
         if self.warmup_epochs:
             f *= min(1.0, (epoch + 1e-9) / self.warmup_epochs)
         return f
-
-
-class Method:
-    """Hooks of a training method; the base class is plain ERM with cross-entropy.
-
-    Override :meth:`training_loss` to replace the loss (soft targets, mixup, ...),
-    :meth:`select` to train on a chosen part of each batch, and the epoch hooks to update state
-    from :meth:`Trainer.history`. Anything in :meth:`state_dict` is checkpointed.
-    """
-
-    name = "erm"
-
-    def on_train_start(self, trainer: Trainer) -> None: ...
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None: ...
-
-    def select(
-        self, trainer: Trainer, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Positions within the batch to train on (None = all)."""
-        return None
-
-    def training_loss(
-        self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example loss (B,) to minimise and the logits (B, K) of the forward pass."""
-        logits = trainer.forward_model(x)
-        return F.cross_entropy(logits.float(), y, reduction="none"), logits
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class _SpanTimer:
@@ -276,7 +248,7 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         try:
             state = torch.load(
-                self.workdir / "checkpoint.pt", map_location=self.device, weights_only=False
+                self.workdir / "checkpoint.pt", map_location=self.device, weights_only=True
             )
         except Exception as e:  # torch raises several types for a truncated file
             raise DataError(
@@ -297,6 +269,14 @@ class Trainer:
 
     def _autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    @torch.no_grad()
+    def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` from a no-grad forward in the model's current (training) mode that
+        leaves BatchNorm's running statistics unchanged: what the training forward would give
+        for ``x``, without touching the model."""
+        with frozen_batchnorm_stats(self.model), self._autocast():
+            return self.forward_model(x)
 
     @torch.inference_mode()
     def evaluate(
@@ -340,7 +320,13 @@ class Trainer:
             if chosen is not None:
                 idx, x, y = idx[chosen], x[chosen], y[chosen]
             with self._autocast():
-                loss_vec, logits = self.method.training_loss(self, x, y, idx)
+                loss_vec, logits = self.method.training_loss(self, idx, x, y)
+            if online and logits is None:
+                # the method's forward did not see the batch as given (mixup): the un-mixed
+                # batch's logits, before this step's update like the training forward's
+                recording.start()
+                logits = self.clean_logits(x)
+                recording.stop()
             loss = loss_vec.mean()
             if not torch.isfinite(loss):
                 raise DataError(
@@ -354,8 +340,9 @@ class Trainer:
             if online:
                 recording.start()
                 with torch.no_grad():
-                    ep_loss[idx] = F.cross_entropy(logits.detach().float(), y, reduction="none")
-                    ep_correct[idx] = logits.detach().argmax(1) == y
+                    rec = logits.detach()
+                    ep_loss[idx] = F.cross_entropy(rec.float(), y, reduction="none")
+                    ep_correct[idx] = rec.argmax(1) == y
                 recording.stop()
         return float(total) / max(count, 1), ep_loss, ep_correct, recording
 

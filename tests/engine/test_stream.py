@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import CenterCrop, Resize
 
-from mapd import steps
 from mapd.config import validate_config
 from mapd.data import load_dataset
 from mapd.engine.augment import TensorSource
@@ -31,6 +30,7 @@ from mapd.engine.stream import (
     rrc_box,
 )
 from mapd.errors import ConfigError, DataError
+from mapd.experiments.audit import steps
 from mapd.io import load_json, load_npy, load_table
 from mapd.probes import build_probe_suite, materialise
 
@@ -300,7 +300,7 @@ def test_streaming_steps_match_in_memory_steps(tree: Path, tmp_path: Path) -> No
         cfg = _config(tree, in_memory, tmp_path / f"r{in_memory}")
         pdir, rdir = tmp_path / f"probes{in_memory}", tmp_path / f"run{in_memory}"
         steps.probes(cfg, "tree", 0, None, pdir)
-        metrics = steps.train(cfg, "tree", 0, pdir, rdir)
+        metrics = steps.train(cfg, "tree", 0, pdir, rdir, tmp_path / f"partial{in_memory}")
         out[in_memory] = {
             "table": load_table(pdir / "examples.parquet"),
             "probes": load_npy(pdir / "probe_images.npy"),
@@ -328,7 +328,9 @@ def test_streaming_steps_match_in_memory_steps(tree: Path, tmp_path: Path) -> No
     # a probe suite materialised at another size is refused before training
     cfg = _config(tree, False, tmp_path / "r", image_size=12)
     with pytest.raises(ConfigError, match="rebuild the probes"):
-        steps.train(cfg, "tree", 0, tmp_path / "probesFalse", tmp_path / "run-other")
+        steps.train(
+            cfg, "tree", 0, tmp_path / "probesFalse", tmp_path / "run-other", tmp_path / "p"
+        )
 
 
 def test_streaming_resume_after_interrupt(tree: Path, tmp_path: Path) -> None:

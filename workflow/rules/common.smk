@@ -1,34 +1,59 @@
-# Helpers shared by the rules: the validated config, the results layout and the target lists.
-import yaml
-from pathlib import Path
+# Helpers shared by the rules: the validated config, the results layout (mapd.paths: every
+# path comes from there), the settings each step depends on, and the mapd command.
+import shlex
+import sys
 
-from mapd.config import dataset_settings, fingerprint, validate_config
+import yaml
+
+from mapd.config import fingerprint, validate_config
+from mapd.experiments import active, family
+from mapd.experiments.report import settings_fingerprint
+from mapd.io import atomic_path
+from mapd.paths import Layout, dataset_job, seed_job
 
 # Validated and default-filled with mapd's own schema (workflow/schemas/config.schema.yaml is the
 # same file): unknown keys and bad values stop the workflow here with one clear message.
 CFG = validate_config(config)
-R = CFG["results"]
+L = Layout.of(CFG)
 DATASETS = list(CFG["datasets"])
 SEEDS = CFG["seeds"]
+FAMILIES = active(CFG)
+# what the report reads: the data summaries and every active family's final outputs
+REPORT_INPUTS = [L.summary(d) for d in DATASETS] + [
+    t for f in FAMILIES for t in family(f).targets(CFG)
+]
 
-# The CLI steps read the resolved config from one file, so `--config key=value` overrides reach
-# them too. It is rewritten only when its content changes; rules depend on the fingerprints of
-# the settings they use (params), so a change re-runs exactly the affected steps.
-CONFIG_FILE = Path(R) / "config.resolved.yaml"
-_text = yaml.safe_dump(CFG, sort_keys=False)
-if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _text:
-    CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
-    CONFIG_FILE.write_text(_text)
 
-REPORT = f"{R}/report/index.html"
 
-# every step's Snakemake benchmark file, for the run-time table of the report (a fixed list,
-# so that the report's params do not change between runs)
-BENCHMARKS = sorted(
-    [f"{R}/benchmarks/{step}/{d}.tsv" for step in ("data", "cscores", "figures") for d in DATASETS]
-    + [f"{R}/benchmarks/{step}/{d}/seed{s}.tsv" for step in ("probes", "train", "assign")
-       for d in DATASETS for s in SEEDS]
-)
+class Unversioned:
+    """A params value left out of Snakemake's params rerun trigger (it compares builtin values
+    only). For the two below, whose change must not re-run finished jobs."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+# The resolved config the jobs read, named by its content: a run only ever reads the settings it
+# was scheduled with, however many other invocations share the results folder. It is written
+# when the run starts (onstart: not by a dry run, --lint, --unlock or a run refused by the lock)
+# and never rewritten. A changed config re-runs only the steps whose settings fingerprints
+# (the other params) changed.
+_RESOLVED = yaml.safe_dump(CFG, sort_keys=False)
+CONFIG_FILE = L.config(fingerprint(_RESOLVED))
+CONFIG = Unversioned(CONFIG_FILE)
+
+# the mapd of the interpreter running Snakemake (works without an activated venv)
+MAPD = Unversioned(f"{shlex.quote(sys.executable)} -m mapd.cli")
+
+
+onstart:
+    if not os.path.exists(CONFIG_FILE):
+        with atomic_path(CONFIG_FILE) as tmp:
+            tmp.write_text(_RESOLVED)
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
@@ -37,10 +62,9 @@ wildcard_constraints:
 
 def settings(wildcards, section):
     """Fingerprint of one section of the data set's effective settings (a rerun trigger)."""
-    s = dataset_settings(CFG, wildcards.dataset)
-    return fingerprint({"section": section, "value": s[section], "loader": s["loader"],
-                        "options": s["options"], "subset": s["subset"]})
+    return settings_fingerprint(CFG, wildcards.dataset, section)
 
 
-def per_seed(pattern, dataset):
-    return expand(pattern, r=R, dataset=dataset, seed=SEEDS)
+def per_seed(pattern_fn, dataset):
+    """One path per seed of a data set, e.g. per_seed(L.run, "digits")."""
+    return [pattern_fn(dataset, s) for s in SEEDS]

@@ -3,41 +3,45 @@
 
 rule data_summary:
     output:
-        f"{R}/data/{{dataset}}/summary.json",
+        L.summary(),
     params:
-        config=CONFIG_FILE,
+        mapd=MAPD,
+        config=CONFIG,
         data=lambda w: settings(w, "probes"),
     conda:
         "../envs/mapd.yaml"
     log:
-        f"{R}/logs/data/{{dataset}}.log",
+        L.log("data", dataset_job()),
     benchmark:
-        f"{R}/benchmarks/data/{{dataset}}.tsv"
+        L.timing("data", dataset_job())
     shell:
-        "mapd data --config {params.config} --threads {threads} --dataset {wildcards.dataset} --out {output} 2> {log}"
+        "{params.mapd} data --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--out {output:q} 2> {log:q}"
 
 
 rule cscores:
     output:
-        f"{R}/cscores/{{dataset}}.npz",
+        L.cscores(),
     params:
-        config=CONFIG_FILE,
+        mapd=MAPD,
+        config=CONFIG,
         cscores=lambda w: settings(w, "cscores"),
         train=lambda w: settings(w, "train"),
     conda:
         "../envs/mapd.yaml"
     log:
-        f"{R}/logs/cscores/{{dataset}}.log",
+        L.log("cscores", dataset_job()),
     benchmark:
-        f"{R}/benchmarks/cscores/{{dataset}}.tsv"
+        L.timing("cscores", dataset_job())
     threads: 2
     resources:
         mem_mb=4000,
         runtime=120,
     shell:
-        "mapd cscores --config {params.config} --threads {threads} --dataset {wildcards.dataset} --out {output} 2> {log}"
+        "{params.mapd} cscores --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--out {output:q} 2> {log:q}"
 
 
 rule data:
     input:
-        expand(f"{R}/data/{{dataset}}/summary.json", dataset=DATASETS),
+        [L.summary(d) for d in DATASETS],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mapd.benchmarks.knn import CATEGORIES, QUERY_MIX, TARGETS, make_trajectories, run_knn_benchmark
+from mapd.bench.knn import CATEGORIES, QUERY_MIX, TARGETS, make_trajectories, run_knn_benchmark
 from mapd.io import load_json
 
 

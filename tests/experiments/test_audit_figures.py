@@ -1,4 +1,4 @@
-"""Figs. 3 and 4 from synthetic probe/run/assign dirs written in the pipeline's on-disk formats."""
+"""The audit's Figs. 3 and 4 from synthetic probe/run/assign dirs in the on-disk formats."""
 
 from __future__ import annotations
 
@@ -11,13 +11,7 @@ import pytest
 from PIL import Image
 
 from mapd.errors import ConfigError, DataError
-from mapd.figures import (
-    category_color,
-    probe_dynamics,
-    sort_categories,
-    write_fig3,
-    write_fig4,
-)
+from mapd.experiments.audit.figures import probe_dynamics, write_fig3, write_fig4
 
 CATS = ("typical", "atypical", "random_labels")
 # Learning rate of the synthetic loss per category: typical fastest, random labels slowest.
@@ -204,17 +198,6 @@ def test_probe_dynamics_rejects_bad_input(loss, correct, cats, msg) -> None:
         probe_dynamics(loss, correct, np.array(cats))
 
 
-def test_category_order_and_colours_are_fixed() -> None:
-    assert sort_categories(["ood", "zzz", "typical", "", "random_inputs"]) == [
-        "typical",
-        "random_inputs",
-        "ood",
-        "zzz",
-    ]
-    assert category_color("typical") != category_color("random_labels")
-    assert category_color("my_probe") == category_color("my_probe")
-
-
 # --------------------------------------------------------------------------------------------
 # Fig. 3
 # --------------------------------------------------------------------------------------------
@@ -287,7 +270,7 @@ def test_write_fig3_single_seed_custom_epochs(audit, tmp_path: Path) -> None:
 
 
 def test_write_fig3_rejects_inconsistent_inputs(audit, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="one run dir per probe dir"):
+    with pytest.raises(DataError, match="one run dir per probe dir"):
         write_fig3(audit["probes"], audit["runs"][:1], tmp_path / "x")
     r1 = audit["runs"][1]
     np.save(r1 / "loss.npy", np.load(r1 / "loss.npy")[:, :5])
@@ -300,7 +283,7 @@ def test_write_fig3_rejects_inconsistent_inputs(audit, tmp_path: Path) -> None:
     pd.read_parquet(p0 / "examples.parquet").drop(columns="category").to_parquet(
         p0 / "examples.parquet"
     )
-    with pytest.raises(DataError, match="missing column 'category'"):
+    with pytest.raises(DataError, match=r"lacks columns \['category'\]"):
         write_fig3(audit["probes"], audit["runs"], tmp_path / "x")
     assert not (tmp_path / "x" / "fig3.png").exists()
 
@@ -344,12 +327,3 @@ def test_write_fig4_rejects_bad_heldout(audit, tmp_path: Path) -> None:
     path.write_text(json.dumps(obj))
     with pytest.raises(DataError, match="setting '3-probe' missing"):
         write_fig4(audit["probes"], audit["runs"], audit["assign"], tmp_path / "f")
-
-
-def test_every_probe_category_has_a_colour_and_a_name() -> None:
-    from mapd import figures
-    from mapd.probes import CATEGORIES
-
-    assert figures.CATEGORY_ORDER == CATEGORIES
-    assert set(figures.CATEGORY_COLORS) == set(CATEGORIES) == set(figures.CATEGORY_NAMES)
-    assert len(set(figures.CATEGORY_COLORS.values())) == len(CATEGORIES)  # distinguishable

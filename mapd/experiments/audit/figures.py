@@ -1,4 +1,4 @@
-"""The paper's Figs. 3 and 4: probe learning dynamics and the held-out sanity check.
+"""The audit's figures, paper Figs. 3 and 4: probe learning dynamics and the held-out check.
 
 Inputs are the files of the pipeline steps (see docs/architecture.md), one set per seed:
 a probe-suite dir (``examples.parquet``, ``meta.json``), a run dir (``loss.npy``,
@@ -12,7 +12,6 @@ styles are applied through its context managers only.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,54 +22,14 @@ import seaborn as sns
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from mapd.categories import category_color, category_name, sort_categories
 from mapd.errors import ConfigError, DataError
-from mapd.io import atomic_path, load_json, load_npy, load_table, save_table
-from mapd.probes import CATEGORIES
+from mapd.io import atomic_path, save_table
+from mapd.outputs import DDOF, Seed, load_seeds, read_heldout, seed_summary
 
 PathLike = str | os.PathLike
 
-# Fixed order (the probe suite's) and colours, so a category looks the same everywhere.
-CATEGORY_ORDER: tuple[str, ...] = CATEGORIES
-CATEGORY_COLORS: dict[str, str] = {
-    "typical": "#1b9e77",
-    "atypical": "#7570b3",
-    "random_labels": "#d95f02",
-    "random_inputs": "#e7298a",
-    "corrupted": "#1f78b4",
-    "ood": "#a6761d",
-    "random_sample": "#666666",
-}
-CATEGORY_NAMES: dict[str, str] = {
-    "typical": "Typical",
-    "atypical": "Atypical",
-    "random_labels": "Random labels",
-    "random_inputs": "Random inputs & labels",
-    "corrupted": "Corrupted",
-    "ood": "Out-of-distribution",
-    "random_sample": "Random sample",
-}
-_FALLBACK_COLORS = ("#e6ab02", "#66a61e", "#a6cee3", "#fb9a99", "#cab2d6", "#b15928")
-
 METRICS: tuple[str, ...] = ("accuracy", "first_learned", "consistently_learned", "mean_loss")
-
-
-def category_color(category: str) -> str:
-    """The fixed colour of a category; unknown names get a stable colour from their hash."""
-    if category in CATEGORY_COLORS:
-        return CATEGORY_COLORS[category]
-    return _FALLBACK_COLORS[zlib.crc32(category.encode()) % len(_FALLBACK_COLORS)]
-
-
-def category_name(category: str) -> str:
-    """Human-readable name of a category (``random_labels`` -> ``Random labels``)."""
-    return CATEGORY_NAMES.get(category, category.replace("_", " ").capitalize())
-
-
-def sort_categories(categories: Sequence[str]) -> list[str]:
-    """Unique categories in the paper's order; unknown ones follow, alphabetically."""
-    uniq = {str(c) for c in categories if str(c) != ""}
-    known = [c for c in CATEGORY_ORDER if c in uniq]
-    return known + sorted(uniq - set(known))
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +52,7 @@ def probe_dynamics(loss: np.ndarray, correct: np.ndarray, categories: np.ndarray
         ``first_learned`` (% correct at least once up to and including this epoch),
         ``consistently_learned`` (% correct at this epoch and every later one),
         ``mean_loss`` (mean loss at this epoch) and ``n`` (rows in the category).
-        Categories appear in the fixed order of :data:`CATEGORY_ORDER`.
+        Categories appear in the fixed order of :data:`mapd.categories.CATEGORIES`.
     """
     loss = np.asarray(loss)
     correct = np.asarray(correct)
@@ -138,66 +97,22 @@ def probe_dynamics(loss: np.ndarray, correct: np.ndarray, categories: np.ndarray
 # --------------------------------------------------------------------------------------------
 
 
-class _Seed:
-    """The probe rows of one seed: their table, loss (P, T) float32 and correct (P, T) bool."""
+class _Probes:
+    """The probe rows of one seed: categories (P,), loss (P, T) float32, correct (P, T) bool."""
 
-    def __init__(self, probe_dir: PathLike, run_dir: PathLike, position: int) -> None:
-        probe_dir, run_dir = Path(probe_dir), Path(run_dir)
-        ex_path = probe_dir / "examples.parquet"
-        examples = load_table(ex_path)
-        for col in ("row", "category", "role"):
-            if col not in examples.columns:
-                raise DataError(f"{ex_path}: missing column {col!r}")
-        loss = load_npy(run_dir / "loss.npy", mmap=True)
-        correct = load_npy(run_dir / "correct.npy", mmap=True)
-        if loss.ndim != 2 or loss.shape[0] != len(examples):
-            raise DataError(
-                f"{run_dir / 'loss.npy'}: shape {loss.shape}, expected ({len(examples)}, T) "
-                f"to match the rows of {ex_path}"
-            )
-        if correct.shape != loss.shape or correct.dtype != np.bool_:
-            raise DataError(
-                f"{run_dir / 'correct.npy'}: {correct.dtype} {correct.shape}, "
-                f"expected bool {loss.shape}"
-            )
-        cats = examples["category"].fillna("").astype(str).to_numpy()
-        # `row` is the row of loss.npy; do not assume the table is sorted by it.
-        probe = examples.loc[cats != ""].sort_values("row")
-        if probe.empty:
-            raise DataError(f"{ex_path}: no probe rows (every category is empty)")
-        rows = probe["row"].to_numpy(dtype=np.int64)
-        if rows.min() < 0 or rows.max() >= len(examples):
-            raise DataError(f"{ex_path}: column 'row' out of range 0..{len(examples) - 1}")
-        self.table = probe.reset_index(drop=True)
-        self.categories = probe["category"].astype(str).to_numpy()
-        self.loss = np.asarray(loss[rows], dtype=np.float32)
-        self.correct = np.asarray(correct[rows], dtype=bool)
-        if not np.isfinite(self.loss).all():
-            raise DataError(f"{run_dir / 'loss.npy'}: non-finite loss values in probe rows")
-        meta_path = probe_dir / "meta.json"
-        meta = load_json(meta_path) if meta_path.is_file() else {}
-        self.seed = meta.get("seed", position) if isinstance(meta, dict) else position
-        self.meta = meta if isinstance(meta, dict) else {}
-        self.probe_dir, self.run_dir = probe_dir, run_dir
-
-    @property
-    def n_epochs(self) -> int:
-        return int(self.loss.shape[1])
+    def __init__(self, seed: Seed) -> None:
+        rows = seed.probe_rows()
+        if rows.size == 0:
+            raise DataError(f"{seed.suite.meta.get('dataset', '?')}: no probe rows in the suite")
+        self.categories = seed.suite.table["category"].to_numpy()[rows].astype(str)
+        self.loss = seed.run.finite_loss(rows)
+        self.correct = np.asarray(seed.run.correct[rows], dtype=bool)
+        self.seed = seed.seed
+        self.n_epochs = seed.run.n_epochs
 
 
-def _load_seeds(probe_dirs: Sequence[PathLike], run_dirs: Sequence[PathLike]) -> list[_Seed]:
-    probe_dirs, run_dirs = list(probe_dirs), list(run_dirs)
-    if not probe_dirs or len(probe_dirs) != len(run_dirs):
-        raise ConfigError(
-            f"need one run dir per probe dir and at least one seed, got {len(probe_dirs)} "
-            f"probe dir(s) and {len(run_dirs)} run dir(s)"
-        )
-    seeds = [_Seed(p, r, i) for i, (p, r) in enumerate(zip(probe_dirs, run_dirs, strict=True))]
-    epochs = {s.n_epochs for s in seeds}
-    if len(epochs) != 1:
-        detail = ", ".join(f"{s.run_dir}: {s.n_epochs}" for s in seeds)
-        raise DataError(f"seeds were recorded for different numbers of epochs ({detail})")
-    return seeds
+def _load_seeds(probe_dirs: Sequence[PathLike], run_dirs: Sequence[PathLike]) -> list[_Probes]:
+    return [_Probes(s) for s in load_seeds(probe_dirs, run_dirs)]
 
 
 def _save_figure(fig: Figure, out_dir: Path, stem: str) -> dict[str, str]:
@@ -221,7 +136,7 @@ def _aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
     out = g.size().rename("n_seeds").reset_index()
     for col in METRICS:
         out[f"{col}_mean"] = g[col].mean().to_numpy()
-        out[f"{col}_std"] = g[col].std(ddof=1).fillna(0.0).to_numpy()
+        out[f"{col}_std"] = g[col].std(ddof=DDOF).fillna(0.0).to_numpy()
     out["n"] = g["n"].mean().to_numpy()
     return out
 
@@ -374,33 +289,6 @@ def write_fig3(
 # --------------------------------------------------------------------------------------------
 
 
-def read_heldout(path: Path) -> dict[str, dict[str, Any]]:
-    """Validated ``settings`` of one heldout.json: labels, (K, K) int confusion, accuracy."""
-    obj = load_json(path)
-    settings = obj.get("settings") if isinstance(obj, dict) else None
-    if not isinstance(settings, dict) or not settings:
-        raise DataError(f"{path}: expected a non-empty 'settings' object")
-    out = {}
-    for name, s in settings.items():
-        try:
-            labels = [str(x) for x in (s.get("labels") or s["categories"])]
-            conf = np.asarray(s["confusion"], dtype=np.int64)
-            acc = float(s["accuracy"])
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DataError(f"{path}: setting {name!r} lacks labels/confusion/accuracy: {e}") from e
-        if conf.shape != (len(labels), len(labels)):
-            raise DataError(
-                f"{path}: setting {name!r}: confusion shape {conf.shape} does not match "
-                f"{len(labels)} labels"
-            )
-        # Accuracy is a fraction; tolerate a percentage written by another tool.
-        if acc > 1.0:
-            acc /= 100.0
-        cats = [str(x) for x in s.get("categories", labels)]
-        out[str(name)] = {"labels": labels, "categories": cats, "confusion": conf, "accuracy": acc}
-    return out
-
-
 def _align_confusion(conf: np.ndarray, labels: list[str], target: list[str], where: str):
     if sorted(labels) != sorted(target):
         raise DataError(f"{where}: confusion labels {labels} differ from the first seed's {target}")
@@ -460,12 +348,13 @@ def write_fig4(
                 }
             )
         confusions[name] = total
+        stats = seed_summary(accs)
         summary[name] = {
             "categories": heldouts[0][name]["categories"],
             "labels": target,
             "accuracies": accs,
-            "accuracy_mean": float(np.mean(accs)),
-            "accuracy_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+            "accuracy_mean": stats["mean"],
+            "accuracy_std": stats["std"],
         }
 
     first = seeds[0]

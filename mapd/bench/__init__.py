@@ -1,4 +1,5 @@
-"""Benchmarks behind `mapd bench`: each writes one JSON file under the output folder."""
+"""Speed benchmarks behind `mapd bench` (engine, k-NN): each writes one JSON file under
+`results/bench/`. ("timings" are Snakemake's per-job files; "detection" is an experiment family.)"""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ def run_all(
 
     ``quick`` runs tiny sizes as a smoke test; the acceptance numbers need the defaults.
     """
-    from mapd.benchmarks.engine import run_engine_benchmark
-    from mapd.benchmarks.knn import run_knn_benchmark
+    from mapd.bench.engine import run_engine_benchmark
+    from mapd.bench.knn import run_knn_benchmark
 
     if quick:
         engine = run_engine_benchmark(

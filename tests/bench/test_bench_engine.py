@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from mapd.benchmarks.engine import TARGETS, run_engine_benchmark
+from mapd.bench.engine import TARGETS, run_engine_benchmark
 from mapd.engine.trainer import TrainSettings
 from mapd.errors import ConfigError
 from mapd.io import load_json
@@ -150,7 +150,7 @@ def test_machine_and_settings_are_recorded(bench: tuple[dict[str, Any], Path]) -
     assert settings["epochs"] == 1 and settings["warmup_epochs"] == 1 and settings["repeats"] == 2
     assert settings["settle_epochs"] == 1
     assert settings["data"] == "synthetic" and settings["num_workers"] == list(WORKERS)
-    assert settings["eval_batch_size"] == TrainSettings().eval_batch_size  # the default
+    assert settings["eval_batch_size"] == TrainSettings.from_config().eval_batch_size  # the default
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from mapd.config import section
 from mapd.engine.augment import channel_stats
 from mapd.engine.run import train_trajectories
 from mapd.engine.trainer import TrainSettings, pick_device
@@ -130,7 +131,9 @@ def run_engine_benchmark(
     Raises:
         ConfigError: an out-of-range option, or ``data="cifar10"`` without a root.
     """
-    eval_bs = TrainSettings().eval_batch_size if eval_batch_size is None else eval_batch_size
+    eval_bs = (
+        TrainSettings.from_config().eval_batch_size if eval_batch_size is None else eval_batch_size
+    )
     _validate(
         n=n,
         epochs=epochs,
@@ -425,6 +428,7 @@ def _time_engine(
         if msg.startswith("epoch "):  # one line per finished epoch, after its checkpoint
             stamps.append(time.perf_counter())
 
+    train = section("train", train)  # the schema fills what the benchmark leaves out
     with tempfile.TemporaryDirectory(prefix="mapd-bench-") as workdir:
         result = train_trajectories(
             images,
@@ -442,7 +446,7 @@ def _time_engine(
     return {
         "kind": "engine",
         "record": train["record"],
-        "record_augment": bool(train.get("record_augment", False)),
+        "record_augment": bool(train["record_augment"]),
         "epoch_s": [a + b for a, b in zip(train_s, record_s, strict=True)],
         "train_s": train_s,
         "record_s": record_s,

@@ -1,0 +1,100 @@
+"""The MAP-D audit (paper Secs. 2-3.2): probe suites -> training with recorded learning curves ->
+k-NN metadata assignment -> Figs. 3 and 4, galleries (Figs. 1, 2, 5) and the report section.
+
+It is also the template of an experiment family: ``steps.py`` (pipeline steps), ``figures.py``
+and ``galleries.py`` (figures), ``report.py`` (report section and metrics), this file (the
+:class:`~mapd.experiments.Family`), and ``workflow/rules/audit.smk``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mapd.config import dataset_settings
+from mapd.experiments import Family
+from mapd.paths import Layout, dataset_job, seed_job
+
+
+def jobs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for d in config["datasets"]:
+        out += [("cscores", dataset_job(d)), ("figures", dataset_job(d))]
+        for s in config["seeds"]:
+            out += [(step, seed_job(d, s)) for step in ("probes", "train", "assign")]
+    return out
+
+
+def targets(config: dict[str, Any]) -> list[str]:
+    lay = Layout.of(config)
+    out = [lay.figure(d, f"fig{n}.png") for d in config["datasets"] for n in (3, 4)]
+    return out + [lay.assign(d, s) for d in config["datasets"] for s in config["seeds"]]
+
+
+def run(config: dict[str, Any]) -> None:
+    from mapd.experiments.audit import steps
+
+    lay = Layout.of(config)
+    for name in config["datasets"]:
+        cs = None
+        if {"typical", "atypical"} & set(dataset_settings(config, name)["probes"]["categories"]):
+            cs = lay.cscores(name)
+            steps.cscores(config, name, cs)
+        for seed in config["seeds"]:
+            steps.probes(config, name, seed, cs, lay.probes(name, seed))
+            steps.train(
+                config,
+                name,
+                seed,
+                lay.probes(name, seed),
+                lay.run(name, seed),
+                lay.partial("run", name, seed),
+            )
+            steps.assign(
+                config, name, lay.probes(name, seed), lay.run(name, seed), lay.assign(name, seed)
+            )
+        steps.figures(
+            [lay.probes(name, s) for s in config["seeds"]],
+            [lay.run(name, s) for s in config["seeds"]],
+            [lay.assign(name, s) for s in config["seeds"]],
+            lay.figures(name),
+        )
+
+
+def _metrics(config: dict[str, Any]) -> dict[str, Any]:
+    from mapd.experiments.audit.report import metrics
+
+    return metrics(config)
+
+
+def _sections(config: dict[str, Any], workdir: Any) -> list[dict[str, Any]]:
+    from mapd.experiments.audit.report import sections
+
+    return sections(config, workdir)
+
+
+def dvc_outs(config: dict[str, Any]) -> list[str]:
+    lay = Layout.of(config)
+    return [lay.folder(kind) for kind in ("summary", "cscores", "probes", "run", "assign")]
+
+
+def dvc_plots(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    lay = Layout.of(config)
+    plots: dict[str, dict[str, Any]] = {}
+    for d in config["datasets"]:
+        plots[lay.figure(d, "fig3.png")] = {}
+        plots[lay.figure(d, "fig4.png")] = {}
+        plots[lay.figure(d, "fig3.csv")] = {"x": "epoch", "y": "accuracy_mean"}
+    return plots
+
+
+FAMILY = Family(
+    name="audit",
+    title="MAP-D audit",
+    jobs=jobs,
+    targets=targets,
+    run=run,
+    metrics=_metrics,
+    sections=_sections,
+    dvc_outs=dvc_outs,
+    dvc_plots=dvc_plots,
+)

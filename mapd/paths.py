@@ -1,0 +1,132 @@
+"""The results layout: every path under ``results/`` is spelled here and nowhere else.
+
+The pipeline steps, the Python API, the Snakemake rules (``workflow/rules/common.smk``) and the
+generated ``dvc.yaml`` all take their paths from :class:`Layout`. A value left out of a call
+stays a ``{wildcard}``, so the same method gives Snakemake its patterns::
+
+    Layout("results").run("digits", 0)   -> results/runs/digits/seed0
+    Layout("results").run()              -> results/runs/{dataset}/seed{seed}
+
+Files *inside* an output folder (``loss.npy`` in a run, ...) belong to that folder's reader in
+:mod:`mapd.outputs`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# kind -> template relative to the results folder
+TEMPLATES: dict[str, str] = {
+    "summary": "data/{dataset}/summary.json",
+    "cscores": "cscores/{dataset}.npz",
+    "probes": "probes/{dataset}/seed{seed}",
+    "run": "runs/{dataset}/seed{seed}",
+    "assign": "assign/{dataset}/seed{seed}",
+    "figures": "figures/{dataset}",
+    "figure": "figures/{dataset}/{name}",
+    "report": "report/index.html",
+    "metrics": "metrics/{family}.json",
+    "log": "logs/{step}/{job}.log",
+    # Snakemake's `benchmark:` files: wall time and memory of every job (the report's table)
+    "timing": "timings/{step}/{job}.tsv",
+    # content-addressed resolved configs, never rewritten (jobs read the one they were given)
+    "config": "configs/{digest}.yaml",
+    # in-progress state of a training run (checkpoint, partial trajectories); outside the
+    # folders DVC owns, so `dvc repro` does not delete it before the run resumes
+    "partial": "partial/{output}/{dataset}/seed{seed}",
+}
+
+
+class _Keep(dict):
+    """Format mapping that leaves missing keys as ``{key}`` (Snakemake wildcards)."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one results folder. Every method returns a ``str``.
+
+    Arguments left as ``None`` stay wildcards in the returned path.
+    """
+
+    root: str
+
+    @classmethod
+    def of(cls, config: dict) -> Layout:
+        """The layout of a validated config (its ``results`` folder)."""
+        return cls(str(config["results"]))
+
+    def path(self, kind: str, /, **values: object) -> str:
+        if kind not in TEMPLATES:
+            raise KeyError(f"unknown results path kind {kind!r}; known: {sorted(TEMPLATES)}")
+        given = _Keep({k: str(v) for k, v in values.items() if v is not None})
+        return os.path.join(self.root, TEMPLATES[kind].format_map(given))
+
+    # --- per data set / seed ------------------------------------------------------------------
+    def summary(self, dataset: str | None = None) -> str:
+        return self.path("summary", dataset=dataset)
+
+    def cscores(self, dataset: str | None = None) -> str:
+        return self.path("cscores", dataset=dataset)
+
+    def probes(self, dataset: str | None = None, seed: int | str | None = None) -> str:
+        return self.path("probes", dataset=dataset, seed=seed)
+
+    def run(self, dataset: str | None = None, seed: int | str | None = None) -> str:
+        return self.path("run", dataset=dataset, seed=seed)
+
+    def assign(self, dataset: str | None = None, seed: int | str | None = None) -> str:
+        return self.path("assign", dataset=dataset, seed=seed)
+
+    def figures(self, dataset: str | None = None) -> str:
+        return self.path("figures", dataset=dataset)
+
+    def figure(self, dataset: str | None, name: str) -> str:
+        """One file of a data set's figures folder, e.g. ``figure("digits", "fig3.png")``."""
+        return self.path("figure", dataset=dataset, name=name)
+
+    def partial(
+        self, output: str, dataset: str | None = None, seed: int | str | None = None
+    ) -> str:
+        """In-progress state of an output (e.g. ``run``) of a data set and seed."""
+        return self.path("partial", output=output, dataset=dataset, seed=seed)
+
+    # --- whole run ------------------------------------------------------------------------------
+    def report(self) -> str:
+        return self.path("report")
+
+    def metrics(self, family: str | None = None) -> str:
+        """A family's headline numbers (DVC metrics)."""
+        return self.path("metrics", family=family)
+
+    def config(self, digest: str | None = None) -> str:
+        return self.path("config", digest=digest)
+
+    def log(self, step: str, job: str | None = None) -> str:
+        return self.path("log", step=step, job=job)
+
+    def timing(self, step: str, job: str | None = None) -> str:
+        return self.path("timing", step=step, job=job)
+
+    def folder(self, kind: str) -> str:
+        """The top folder of an output kind: its path up to the first wildcard
+        (``run`` -> ``results/runs``); for whole-folder declarations such as DVC outputs."""
+        parts = []
+        for part in TEMPLATES[kind].split("/"):
+            if "{" in part:
+                break
+            parts.append(part)
+        return os.path.join(self.root, *parts)
+
+
+def dataset_job(dataset: str | None = None) -> str:
+    """Log / timing name of a per-data-set job: ``<dataset>`` (a wildcard when None)."""
+    return "{dataset}" if dataset is None else str(dataset)
+
+
+def seed_job(dataset: str | None = None, seed: int | str | None = None) -> str:
+    """Log / timing name of a per-data-set-and-seed job: ``<dataset>/seed<seed>``."""
+    return f"{dataset_job(dataset)}/seed{'{seed}' if seed is None else seed}"

@@ -1,0 +1,21 @@
+"""Helpers shared by test modules in different folders (tests/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+
+def b64(path: str | Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def assert_self_contained(doc: str) -> None:
+    low = doc.lower()
+    for bad in ('src="http', 'href="http', "src='http", "<link", "@import", "url(", "//cdn"):
+        assert bad not in low, bad
+    # Every <img> is an embedded PNG, every href an in-page anchor.
+    assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', doc))
+    assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', doc))
+    assert low.count("<script") == 1  # only the inline image check

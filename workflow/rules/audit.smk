@@ -1,0 +1,124 @@
+# The MAP-D audit (paper Secs. 2-3.2): probe suites, training with recorded learning curves,
+# k-NN assignment with the held-out check, Figs. 3 and 4. Steps: mapd.experiments.audit.
+
+
+rule probes:
+    input:
+        cscores=L.cscores(),
+    output:
+        directory(L.probes()),
+    params:
+        mapd=MAPD,
+        config=CONFIG,
+        probes=lambda w: settings(w, "probes"),
+    conda:
+        "../envs/mapd.yaml"
+    log:
+        L.log("probes", seed_job()),
+    benchmark:
+        L.timing("probes", seed_job())
+    shell:
+        "{params.mapd} probes --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--seed {wildcards.seed} --cscores {input.cscores:q} --out {output:q} 2> {log:q}"
+
+
+# A killed job resumes from its checkpoint in L.partial("run", ...) when the rule runs again.
+rule train:
+    input:
+        probes=L.probes(),
+    output:
+        directory(L.run()),
+    params:
+        mapd=MAPD,
+        config=CONFIG,
+        train=lambda w: settings(w, "train"),
+        partial=lambda w: L.partial("run", w.dataset, w.seed),
+    conda:
+        "../envs/mapd.yaml"
+    log:
+        L.log("train", seed_job()),
+    benchmark:
+        L.timing("train", seed_job())
+    threads: 2
+    resources:
+        # counted by the gpu profile (one training job per GPU), requested by the slurm one
+        gpu=0 if CFG["device"] == "cpu" else 1,
+        mem_mb=8000,
+        runtime=720,
+    shell:
+        "{params.mapd} train --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--seed {wildcards.seed} --probes {input.probes:q} --out {output:q} "
+        "--partial {params.partial:q} 2> {log:q}"
+
+
+rule assign:
+    input:
+        probes=L.probes(),
+        run=L.run(),
+    output:
+        directory(L.assign()),
+    params:
+        mapd=MAPD,
+        config=CONFIG,
+        assign=lambda w: settings(w, "assign"),
+        scores=lambda w: settings(w, "scores"),
+    conda:
+        "../envs/mapd.yaml"
+    log:
+        L.log("assign", seed_job()),
+    benchmark:
+        L.timing("assign", seed_job())
+    shell:
+        "{params.mapd} assign --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--probes {input.probes:q} --run {input.run:q} --out {output:q} 2> {log:q}"
+
+
+rule figures:
+    input:
+        probes=lambda w: per_seed(L.probes, w.dataset),
+        runs=lambda w: per_seed(L.run, w.dataset),
+        assign=lambda w: per_seed(L.assign, w.dataset),
+    output:
+        fig3=report(L.figure(None, "fig3.png"), caption="../report/fig3.rst", category="Figures"),
+        fig4=report(L.figure(None, "fig4.png"), caption="../report/fig4.rst", category="Figures"),
+        svg3=L.figure(None, "fig3.svg"),
+        svg4=L.figure(None, "fig4.svg"),
+        csv3=L.figure(None, "fig3.csv"),
+        csv4=L.figure(None, "fig4.csv"),
+    params:
+        mapd=MAPD,
+        out=lambda w: L.figures(w.dataset),
+    conda:
+        "../envs/mapd.yaml"
+    log:
+        L.log("figures", dataset_job()),
+    benchmark:
+        L.timing("figures", dataset_job())
+    shell:
+        "{params.mapd} figures --probes {input.probes:q} --runs {input.runs:q} --assign {input.assign:q} "
+        "--out {params.out:q} 2> {log:q}"
+
+
+rule all_probes:
+    input:
+        [per_seed(L.probes, d) for d in DATASETS],
+
+
+rule all_train:
+    input:
+        [per_seed(L.run, d) for d in DATASETS],
+
+
+rule audit:
+    input:
+        [per_seed(L.assign, d) for d in DATASETS],
+
+
+rule fig3:
+    input:
+        [L.figure(d, "fig3.png") for d in DATASETS],
+
+
+rule fig4:
+    input:
+        [L.figure(d, "fig4.png") for d in DATASETS],
