@@ -7,8 +7,10 @@ read :data:`CATEGORIES` from here. Kept free of heavy imports: the Snakefile rea
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from mapd.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,17 @@ def sort_categories(categories: Iterable[str]) -> list[str]:
     uniq = {str(c) for c in categories if str(c) != ""}
     known = [c for c in CATEGORIES if c in uniq]
     return known + sorted(uniq - set(known))
+
+
+def check_probe_budget(categories: Sequence[str], *, per_cat: int, n: int, name: str) -> None:
+    """Refuse probe sizes whose source examples (train + held-out, for every category that
+    draws from the data) would take all ``n`` training examples of data set ``name``."""
+    from_data = [c for c in categories if c in FROM_DATA]
+    need = per_cat * len(from_data)
+    if need >= n:
+        raise ConfigError(
+            f"{name}: {len(from_data)} probe categories drawn from the data "
+            f"({', '.join(from_data)}) x {per_cat} probes (train_size + heldout_size) need "
+            f"{need} source examples, but "
+            f"{name} has only {n} training examples: lower probes/train_size and heldout_size"
+        )

@@ -94,11 +94,14 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
     from mapd.api import imagefolder_config, run_audit, write_config
     from mapd.config import load_config
+    from mapd.runtime import writable_dir
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.epochs is not None and args.config:
+        raise ConfigError("--epochs goes with --imagefolder; a config sets train/epochs")
     if (args.config is None) == (args.imagefolder is None):
         raise ConfigError("give either --config or --imagefolder")
     if args.config:
@@ -107,12 +110,13 @@ def cmd_audit(args: argparse.Namespace) -> None:
             cfg["results"] = args.out
     else:
         out = Path(args.out or "results/imagefolder")
-        overrides = {"train": {"epochs": args.epochs}} if args.epochs else None
+        overrides = None if args.epochs is None else {"train": {"epochs": args.epochs}}
         cfg = imagefolder_config(args.imagefolder, out, seeds=args.seeds, overrides=overrides)
         cfg_path = out / "config.yaml"
         write_config(cfg, cfg_path)
     if args.device:
         cfg["device"] = args.device
+    writable_dir(cfg["results"], what="results folder")
     report = run_audit(cfg, cfg_path)
     print(f"Report: {report.resolve()}")
 
@@ -130,9 +134,44 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_all(out_dir=args.out, quick=args.quick, cifar10_root=args.cifar10_root)
 
 
+def _whole_number(minimum: int):
+    """argparse type: a whole number >= ``minimum``, refused in one line otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _whole_number(1)  # thread counts, epochs
+non_negative_int = _whole_number(0)  # seeds
+
+
+DATASET_HELP = "data set: a key under `datasets` in the config"
+SEED_HELP = "seed of the probe suite and the training run"
+DEVICE_HELP = "override the config's device (auto = CUDA when available)"
+THREADS_HELP = "CPU threads for torch (default: all cores); part of a run's resume signature"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mapd", description="Metadata Archaeology via Probe Dynamics (MAP-D)"
+    )
+    p.add_argument(
+        "--log",
+        metavar="FILE",
+        help="append the full log to FILE; the terminal shows progress and errors only",
+    )
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit when the launching process dies (workflow jobs: no orphan finishes later)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -143,12 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 "--config", required=True, help="YAML config (validated against the schema)"
             )
-            sp.add_argument(
-                "--device", choices=["auto", "cpu", "cuda"], help="override the config's device"
-            )
-            sp.add_argument(
-                "--threads", type=int, help="CPU threads for torch (default: all cores)"
-            )
+            sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+            sp.add_argument("--threads", type=positive_int, help=THREADS_HELP)
         return sp
 
     add("datasets", cmd_datasets, "list the registered data sets", config=False)
@@ -158,25 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_data,
         "load and validate a data set; write its summary (counts per class/group/split)",
     )
-    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--dataset", required=True, help=DATASET_HELP)
     sp.add_argument("--out", required=True, help="summary JSON")
 
     sp = add("cscores", cmd_cscores, "C-scores of the training split: published file or estimate")
-    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--dataset", required=True, help=DATASET_HELP)
     sp.add_argument("--out", required=True, help=".npz with labels, scores, index, method")
 
     sp = add("probes", cmd_probes, "build the probe suite (audit set) of a data set")
-    sp.add_argument("--dataset", required=True)
-    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--dataset", required=True, help=DATASET_HELP)
+    sp.add_argument("--seed", type=non_negative_int, required=True, help=SEED_HELP)
     sp.add_argument(
         "--cscores", help="C-score .npz from `mapd cscores` (needed for typical/atypical)"
     )
     sp.add_argument("--out", required=True, help="output directory")
 
     sp = add("train", cmd_train, "train on the audit set and record per-example learning curves")
-    sp.add_argument("--dataset", required=True)
-    sp.add_argument("--seed", type=int, required=True)
-    sp.add_argument("--probes", required=True, help="probe-suite directory")
+    sp.add_argument("--dataset", required=True, help=DATASET_HELP)
+    sp.add_argument("--seed", type=non_negative_int, required=True, help=SEED_HELP)
+    sp.add_argument("--probes", required=True, help="probe-suite directory (`mapd probes`)")
     sp.add_argument(
         "--out", required=True, help="run directory (loss.npy, correct.npy, metrics.json, model.pt)"
     )
@@ -187,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sp = add("assign", cmd_assign, "k-NN metadata assignment and the held-out probe check")
-    sp.add_argument("--dataset", required=True)
-    sp.add_argument("--probes", required=True)
-    sp.add_argument("--run", required=True)
+    sp.add_argument("--dataset", required=True, help=DATASET_HELP)
+    sp.add_argument("--probes", required=True, help="probe-suite directory (`mapd probes`)")
+    sp.add_argument("--run", required=True, help="run directory (`mapd train`)")
     sp.add_argument(
         "--out", required=True, help="output directory (metadata.parquet/.csv, heldout.json)"
     )
@@ -233,10 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="ROOT/<class>/<image> tree (or ROOT/<split>/<class>/...) or a CSV manifest",
     )
     sp.add_argument("--out", help="results folder (default: the config's, or results/imagefolder)")
-    sp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (with --imagefolder)")
-    sp.add_argument("--epochs", type=int, help="training epochs (with --imagefolder)")
-    sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    sp.add_argument("--threads", type=int)
+    sp.add_argument(
+        "--seeds",
+        type=non_negative_int,
+        nargs="+",
+        default=[0],
+        help="seeds (with --imagefolder; default 0)",
+    )
+    sp.add_argument(
+        "--epochs", type=positive_int, help="training epochs (with --imagefolder; default 20)"
+    )
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    sp.add_argument("--threads", type=positive_int, help=THREADS_HELP)
 
     sp = add(
         "fetch",
@@ -265,16 +308,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# outputs each subcommand writes, checked to be writable before any work
+_OUTPUTS = {
+    "data": ("out", "summary file"),
+    "cscores": ("out", "C-score file"),
+    "probes": ("out", "probe-suite folder"),
+    "train": ("out", "run folder"),
+    "assign": ("out", "assignment folder"),
+    "figures": ("out", "figures folder"),
+    "report": ("out", "report file"),
+}
+
+
+def _job(args: argparse.Namespace) -> str:
+    """``train digits/seed0``: what the terminal lines of this process are tagged with."""
+    from mapd.paths import dataset_job, seed_job
+
+    parts = [args.command]
+    if getattr(args, "dataset", None):
+        seed = getattr(args, "seed", None)
+        parts.append(dataset_job(args.dataset) if seed is None else seed_job(args.dataset, seed))
+    return " ".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from mapd.runtime import exit_with_parent, log_to, terminate_cleanly, writable_output
+
     args = build_parser().parse_args(argv)
+    terminate_cleanly()
+    if args.exit_with_parent:
+        exit_with_parent()
     try:
-        args.fn(args)
-    except MapdError as e:
+        with log_to(args.log, job=_job(args)):
+            try:
+                if args.command in _OUTPUTS:
+                    attr, what = _OUTPUTS[args.command]
+                    writable_output(getattr(args, attr), what=what)
+                args.fn(args)
+            except MapdError as e:
+                print(f"mapd: error: {e}", file=sys.stderr)
+                return 2
+            except OSError as e:  # a file system refusal found during the work
+                where = f" {e.filename}" if e.filename else ""
+                print(f"mapd: error: {e.strerror or e}:{where}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print("mapd: interrupted", file=sys.stderr)
+                return 130
+    except MapdError as e:  # the log file itself cannot be written
         print(f"mapd: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mapd: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 

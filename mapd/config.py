@@ -111,7 +111,14 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_dataset(cfg: dict[str, Any], name: str) -> None:
+    from mapd.data import get_spec
+
     s = dataset_settings(cfg, name)
+    try:
+        get_spec(s["loader"])
+    except ConfigError as e:
+        where = "loader" if "loader" in (cfg["datasets"][name] or {}) else "(its name)"
+        raise ConfigError(f"datasets/{name}/{where}: {e}") from e
     use = s["assign"]["use"]
     cats = set(s["probes"]["categories"])
     if use not in s["assign"]["settings"]:
@@ -126,6 +133,14 @@ def _check_dataset(cfg: dict[str, Any], name: str) -> None:
                 f"datasets/{name}/assign/settings/{setting}: categories {sorted(missing)} "
                 "are not built "
                 f"(probes/categories is {sorted(cats)})"
+            )
+    k, train_size = s["assign"]["k"], s["probes"]["train_size"]
+    for setting, members in s["assign"]["settings"].items():
+        if set(members) <= cats and k > train_size * len(members):
+            raise ConfigError(
+                f"datasets/{name}/assign/k: the k-NN needs k = {k} neighbours, but the setting "
+                f"{setting!r} has only {len(members)} categories x {train_size} training probes "
+                f"= {len(members) * train_size}: lower assign/k or raise probes/train_size"
             )
     if s["cscores"]["method"] == "file" and not s["cscores"]["file"]:
         raise ConfigError(f"datasets/{name}/cscores: method 'file' needs cscores/file")
@@ -167,8 +182,19 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+        raise ConfigError(f"config {path} is not valid YAML: {_yaml_problem(e)}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {path} cannot be read: {e}") from e
     return validate_config(raw or {})
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """``line 3, column 7: mapping values are not allowed here``: the parser's error in one line."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,7 @@ def learning_speed_scores(
     seed: int,
     workdir: str | Path | None = None,
     device: str = "auto",
+    log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """(N,) mean over epochs of p(label | x) = exp(-loss) from one training run."""
     from mapd.engine.run import train_trajectories
@@ -128,6 +129,7 @@ def learning_speed_scores(
             seed=seed,
             workdir=workdir or tmp,
             device=device,
+            log=log,
         )
     return np.exp(-result.loss.astype(np.float64)).mean(axis=1)
 
@@ -254,6 +256,7 @@ def compute_cscores(
             train=est_train,
             seed=seed,
             device=device,
+            log=log,
         ), "learning_speed"
     if method == "holdout":
         return holdout_scores(

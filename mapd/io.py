@@ -49,6 +49,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700; give the usual permissions
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -80,6 +81,17 @@ def load_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"corrupt JSON in {path}: {e}") from e
+
+
+def read_npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from the header of an open ``.npy`` stream (left at the
+    first data byte). Raises ValueError for anything that is not a version 1 or 2 header."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f"unsupported .npy format version {version}")
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

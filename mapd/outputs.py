@@ -50,6 +50,15 @@ def mean_std_text(values: Sequence[float], *, percent: bool = True) -> str:
     return f"{s['mean']:.4g} ± {s['std']:.2g}"
 
 
+def read_summary(path: PathLike) -> dict[str, Any]:
+    """A data set's summary (``mapd data``): counts per split and the warnings about the data."""
+    obj = load_json(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("splits"), dict):
+        raise DataError(f"{path}: expected a data-set summary with 'splits'")
+    obj.setdefault("warnings", [])  # summaries written before warnings were recorded
+    return obj
+
+
 # --- runs ------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ only from the config; paths only from the arguments (which come from :mod:`mapd.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 import time
@@ -72,6 +74,7 @@ def data_summary(config: dict[str, Any], name: str, out: str | Path) -> dict[str
         "description": spec.description,
         "source": spec.source,
         "splits": {},
+        "warnings": [],
     }
     for split in spec.splits:
         ds = (
@@ -83,6 +86,9 @@ def data_summary(config: dict[str, Any], name: str, out: str | Path) -> dict[str
             continue
         summary["splits"][split] = ds.summary()
         log(f"{name}/{split}: {len(ds)} examples, {ds.num_classes} classes")
+        for warning in ds.info.get("warnings", []):
+            summary["warnings"].append(f"{split}: {warning}")
+            log(f"warning: {name}/{split}: {warning}")
     save_json(out, summary)
     return summary
 
@@ -162,5 +168,7 @@ def fit_run(
         model_state=result.model.state_dict(),
     )
     shutil.rmtree(partial, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the now empty folders above it
+        os.removedirs(Path(partial).parent)
     log(f"trained {name} seed {seed}: final test accuracy {metrics['final_test_acc']}")
     return metrics

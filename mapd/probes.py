@@ -8,7 +8,6 @@ part (scored by the k-NN: the Fig. 4 sanity check). Probe inputs are materialise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mapd.categories import CATEGORIES, FROM_DATA
+from mapd.categories import CATEGORIES, FROM_DATA, check_probe_budget
 from mapd.data.base import ImageDataset
 from mapd.engine.stream import FileRows, StreamSettings, channels_of, decode_views
 from mapd.errors import ConfigError, DataError
@@ -252,20 +251,6 @@ def materialise(
 
 
 # --- suite construction ------------------------------------------------------------------------
-
-
-def check_probe_budget(categories: Sequence[str], *, per_cat: int, n: int, name: str) -> None:
-    """Refuse probe sizes whose source examples (train + held-out, for every category that
-    draws from the data) would take all ``n`` training examples of data set ``name``."""
-    from_data = [c for c in categories if c in FROM_DATA]
-    need = per_cat * len(from_data)
-    if need >= n:
-        raise ConfigError(
-            f"{name}: {len(from_data)} probe categories drawn from the data "
-            f"({', '.join(from_data)}) x {per_cat} probes (train_size + heldout_size) need "
-            f"{need} source examples, but "
-            f"{name} has only {n} training examples: lower probes/train_size and heldout_size"
-        )
 
 
 def build_probe_suite(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mapd.errors import DataError
+from mapd.io import read_npy_header
 
 # (module, name) pairs that plain-data pickles of numpy arrays refer to (numpy 1 and 2 names)
 ALLOWED_GLOBALS = frozenset(
@@ -59,7 +60,7 @@ def load_pickle(path: str | os.PathLike, *, what: str, encoding: str = "latin1")
         with open(path, "rb") as f:
             return _PlainDataUnpickler(f, encoding=encoding).load()
     except Exception as e:  # refused globals, truncated or garbage data raise many types
-        raise DataError(f"{what}: cannot read {path} as plain pickled data: {e}") from e
+        raise DataError(f"{what}: corrupt file {path}: not plain pickled data ({e})") from e
 
 
 def load_npz(path: str | os.PathLike, *, what: str) -> dict[str, np.ndarray]:
@@ -73,8 +74,7 @@ def load_npz(path: str | os.PathLike, *, what: str) -> dict[str, np.ndarray]:
                 if not member.endswith(".npy"):
                     continue
                 with zf.open(member) as f:
-                    version = np.lib.format.read_magic(f)
-                    shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                    shape, fortran, dtype = read_npy_header(f)
                     rest = f.read()
                 if dtype.hasobject:
                     arr = np.asarray(loads(rest, encoding="latin1"), dtype=object)

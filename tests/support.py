@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path
 
@@ -19,3 +20,14 @@ def assert_self_contained(doc: str) -> None:
     assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', doc))
     assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', doc))
     assert low.count("<script") == 1  # only the inline image check
+
+
+class Payload:
+    """Pickles to a call of ``os.system("touch <marker>")``: what a crafted file could run.
+    Tests assert the marker never appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

@@ -57,6 +57,7 @@ def _write_tree(root: Path, n_per_class: int = 40) -> None:
 def test_cli_audits_an_image_folder_given_only_its_path(tmp_path: Path) -> None:
     root = tmp_path / "images"
     _write_tree(root)
+    (root / "class_empty").mkdir()  # a class folder without images: a warning, not silence
     out = tmp_path / "audit"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -81,6 +82,9 @@ def test_cli_audits_an_image_folder_given_only_its_path(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "report" / "index.html").is_file()
     assert "Report:" in proc.stdout
+    html = (out / "report" / "index.html").read_text()
+    assert "Data warnings" in html and "class &#x27;class_empty&#x27; has no images" in html
+    assert "class 'class_empty' has no images" in proc.stderr
     meta = out / "assign" / "imagefolder" / "seed0" / "metadata.csv"
     assert meta.is_file()
     import pandas as pd

@@ -323,3 +323,145 @@ def test_nan_trajectories(
     line = _one_error_line(capsys.readouterr().err)
     assert "NaN/inf in 2 rows" in line
     assert not (tmp_path / "out").exists()
+
+
+# --- bad input found before any work, in one line ---------------------------------------------
+
+
+def test_invalid_yaml_names_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0]\ndatasets:\n  digits: {}\n  x: y: z\n")
+    assert _mapd("data", "--config", bad, "--dataset", "digits", "--out", tmp_path / "s") == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{bad} is not valid YAML: line 4, column 7:" in line
+
+
+def test_output_under_a_regular_file(
+    pipeline: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub" / "summary.json"
+    code = _mapd("data", "--config", pipeline["config"], "--dataset", "digits", "--out", out)
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "summary file" in line and f"{tmp_path / 'afile'} is a file" in line
+
+
+def test_unwritable_output_folder_before_any_work(
+    pipeline: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mapd.runtime as runtime
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(runtime.os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
+    called = []
+    monkeypatch.setattr("mapd.experiments.audit.steps.train", lambda *a: called.append(a))
+    code = _mapd(
+        "train", "--config", pipeline["config"], "--dataset", "digits", "--seed", 0,
+        "--probes", pipeline["probes"], "--out", ro / "run",
+    )  # fmt: skip
+    assert code == 2 and called == []  # refused before training
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"cannot write the run folder in {ro}: permission denied" in line
+
+
+def test_a_file_system_error_during_the_work_is_one_line(
+    pipeline: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "x.npy"))
+
+    monkeypatch.setattr("mapd.pipeline.data_summary", disk_full)
+    code = _mapd(
+        "data", "--config", pipeline["config"], "--dataset", "digits", "--out", tmp_path / "s"
+    )
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == f"mapd: error: No space left on device: {tmp_path / 'x.npy'}"
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (
+            ["audit", "--imagefolder", "x", "--epochs", "0"],
+            "--epochs: expected a whole number >= 1",
+        ),
+        (["data", "--config", "c", "--dataset", "d", "--out", "o", "--threads", "-1"], "--threads"),
+        (["probes", "--config", "c", "--dataset", "d", "--out", "o", "--seed", "-2"], "--seed"),
+    ],
+)
+def test_bad_numbers_are_refused_by_the_parser(
+    args: list[str], msg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_every_option_has_help() -> None:
+    import argparse
+
+    from mapd.cli import build_parser
+
+    parser = build_parser()
+    missing = [a.dest for a in parser._actions if not a.help and a.dest not in ("help", "command")]
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sp in subs.choices.items():
+        missing += [f"{name} {a.dest}" for a in sp._actions if not a.help]
+    assert missing == []
+
+
+def test_audit_epochs_go_with_imagefolder_only(
+    pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _mapd("audit", "--config", pipeline["config"], "--epochs", "3") == 2
+    assert "--epochs goes with --imagefolder" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_step_exits_when_its_launching_shell_is_killed(
+    pipeline: dict[str, Path], tmp_path: Path
+) -> None:
+    """A job's shell wrapper killed (e.g. by a scheduler): `mapd train` must not keep running
+    as an orphan and write its output later."""
+    import signal
+    import time
+
+    cfg = json.loads(json.dumps(TINY))
+    cfg["defaults"]["train"]["epochs"] = 400
+    cfg["results"] = str(tmp_path / "res")
+    config = _config(tmp_path, cfg)
+    out, partial = tmp_path / "run", tmp_path / "partial"
+    cmd = (
+        f"{sys.executable} -m mapd.cli --exit-with-parent train --config {config} --threads 1 "
+        f"--dataset digits --seed 0 --probes {pipeline['probes']} --out {out} "
+        f"--partial {partial} 2> {tmp_path / 'log'}; echo finished"  # not the last: no exec
+    )
+    shell = subprocess.Popen(["bash", "-c", cmd], start_new_session=True)
+    deadline = time.time() + 120
+    while not (partial / "checkpoint.pt").exists():
+        assert time.time() < deadline and shell.poll() is None, (tmp_path / "log").read_text()
+        time.sleep(0.1)
+    children = Path(f"/proc/{shell.pid}/task/{shell.pid}/children").read_text().split()
+    assert len(children) == 1
+    os.kill(shell.pid, signal.SIGKILL)
+    shell.wait()
+    child = Path(f"/proc/{children[0]}")
+    deadline = time.time() + 30
+    while child.exists() and "Z" not in (child / "stat").read_text().split()[2]:
+        assert time.time() < deadline, "mapd train kept running after its shell was killed"
+        time.sleep(0.1)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]

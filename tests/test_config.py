@@ -318,3 +318,41 @@ def test_partial_sections_are_validated() -> None:
         section("nope", {})
     with pytest.raises(ConfigError, match="train/method"):
         validate_config(_with("defaults/train/method", "no_such_method"))
+
+
+# --- everything checkable from the config and the data sizes is checked at the start ----------
+
+
+def test_k_larger_than_the_training_probes_is_refused() -> None:
+    cfg = _with("defaults/probes/train_size", 4)
+    cfg = _with("defaults/assign/k", 20, cfg)
+    with pytest.raises(ConfigError, match=r"assign/k: .* '4-probe' has only 4 categories x 4"):
+        validate_config(cfg)
+    cfg = _with("defaults/assign/k", 16, cfg)  # 4 x 4 = 16 fits both settings
+    validate_config(cfg)
+
+
+def test_a_data_set_without_a_loader_is_refused_at_validation() -> None:
+    with pytest.raises(ConfigError, match=r"datasets/nope/\(its name\): unknown data set 'nope'"):
+        validate_config({"seeds": [0], "datasets": {"nope": {}}})
+    with pytest.raises(ConfigError, match=r"datasets/mine/loader: unknown data set 'imagefoldr'"):
+        validate_config({"seeds": [0], "datasets": {"mine": {"loader": "imagefoldr"}}})
+
+
+def test_probe_sizes_beyond_the_data_are_refused_before_any_job() -> None:
+    from mapd.experiments import preflight
+
+    small = _with("defaults/probes/train_size", 10, _with("datasets/digits/subset", 300))
+    preflight(validate_config(_with("defaults/probes/heldout_size", 10, small)))  # 5 x 20 < 300
+    big = _with("defaults/probes/train_size", 30, _with("datasets/digits/subset", 300))
+    big = _with("defaults/probes/heldout_size", 30, big)
+    with pytest.raises(ConfigError) as e:
+        preflight(validate_config(big))
+    msg = str(e.value)
+    # random_inputs draws nothing from the data: 5 categories are counted, not 6
+    assert "5 probe categories drawn from the data" in msg and "300 training examples" in msg
+    assert "random_inputs" not in msg
+    cifar = validate_config(
+        {"seeds": [0], "datasets": {"cifar10": {"options": {"root": "nowhere"}}}}
+    )
+    preflight(cifar)  # official size (50,000) known without the files

@@ -58,10 +58,8 @@ def _tiny_config(tmp: Path, *, epochs: int = 2, subset: int = 300, name: str = "
     return path
 
 
-def _snakemake(
-    repo: Path, workdir: Path, config: Path, *args: str, **kw
-) -> subprocess.CompletedProcess:
-    cmd = [
+def _snakemake_cmd(repo: Path, workdir: Path, config: Path, *args: str) -> list[str]:
+    return [
         str(BIN / "snakemake"),
         "-s",
         str(repo / "Snakefile"),
@@ -75,7 +73,34 @@ def _snakemake(
         "2",
         *args,
     ]
+
+
+def _snakemake(
+    repo: Path, workdir: Path, config: Path, *args: str, **kw
+) -> subprocess.CompletedProcess:
+    cmd = _snakemake_cmd(repo, workdir, config, *args)
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(), **kw)
+
+
+def _start_until(cmd: list[str], marker: Path, *, cwd: Path | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group and return once ``marker`` exists."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"{cmd[0]} ended (exit {proc.returncode}) before {marker}")
+        time.sleep(0.2)
+    if not marker.exists():
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"no {marker} within the time limit")
+    return proc
 
 
 def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> None:
@@ -118,36 +143,11 @@ def test_killed_training_resumes_from_checkpoint(repo_root: Path, tmp_path: Path
     config = _tiny_config(tmp_path, epochs=6, subset=600)
     lay = Layout(str(tmp_path / "results"))
     partial = Path(lay.partial("run", "digits", 0))
-    cmd = [
-        str(BIN / "snakemake"),
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--profile",
-        str(repo_root / "profiles" / "default"),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-        "all_train",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_env(),
-        start_new_session=True,
+    proc = _start_until(
+        _snakemake_cmd(repo_root, tmp_path, config, "all_train"), partial / "checkpoint.pt"
     )
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and not (partial / "checkpoint.pt").exists():
-            assert proc.poll() is None, "snakemake ended before training wrote a checkpoint"
-            time.sleep(0.2)
-        assert (partial / "checkpoint.pt").exists(), "no checkpoint within the time limit"
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: snakemake and its `mapd train` child
-        proc.wait(timeout=120)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: snakemake and its `mapd train` child
+    proc.wait(timeout=120)
     assert not Path(lay.run("digits", 0)).exists()
     rerun = _snakemake(repo_root, tmp_path, config, "all_train")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -234,3 +234,97 @@ def test_dvc_repro_runs_the_default_stage_then_is_a_no_op(repo_root: Path, tmp_p
     assert "didn't change, skipping" in second.stdout or "up to date" in second.stdout, (
         second.stdout
     )
+    # `dvc repro -f` interrupted mid-training, then run again: DVC deleted its outputs before
+    # running, but the checkpoint lives outside them, so training resumes
+    cfg["defaults"]["train"]["epochs"] = 30
+    (clone / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    lay = Layout(str(clone / "results"))
+    ckpt = Path(lay.partial("run", "digits", 0)) / "checkpoint.pt"
+    proc = _start_until([str(BIN / "dvc"), "repro", "-f"], ckpt, cwd=clone)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    assert not (Path(lay.run("digits", 0)) / "loss.npy").exists()
+    third = subprocess.run(
+        [str(BIN / "dvc"), "repro"], cwd=clone, capture_output=True, text=True, env=env
+    )
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "resuming from" in Path(lay.log("train", seed_job("digits", 0))).read_text()
+    assert np.load(Path(lay.run("digits", 0)) / "loss.npy").shape[1] == 30
+
+
+def test_a_dry_run_lint_or_unlock_writes_nothing(repo_root: Path, tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path)
+    for args in (["-n"], ["--lint"], ["--unlock"]):
+        out = _snakemake(repo_root, tmp_path, config, *args)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_second_invocation_cannot_change_a_running_jobs_settings(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    """The reproduction of the config race: run A trains 6 epochs; while it runs, a dry run and
+    a run B of 3 epochs on the same results folder (refused by the lock) must not change what
+    A's jobs read."""
+    config_a = _tiny_config(tmp_path, epochs=6, subset=600)
+    other = tmp_path / "b"
+    other.mkdir()
+    config_b = _tiny_config(other, epochs=3, subset=600)
+    cfg_b = yaml.safe_load(config_b.read_text())
+    cfg_b["results"] = str(tmp_path / "results")  # the same results folder as A
+    config_b.write_text(yaml.safe_dump(cfg_b))
+    lay = Layout(str(tmp_path / "results"))
+    proc = _start_until(
+        _snakemake_cmd(repo_root, tmp_path, config_a, "all_train"),
+        Path(lay.partial("run", "digits", 0)) / "checkpoint.pt",
+    )
+    os.killpg(proc.pid, signal.SIGSTOP)  # hold A mid-training while B comes and goes
+    try:
+        configs_before = sorted(Path(lay.folder("config")).iterdir())
+        assert len(configs_before) == 1
+        dry = _snakemake(repo_root, tmp_path, config_b, "all_train", "-n")
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        refused = _snakemake(repo_root, tmp_path, config_b, "all_train")
+        assert refused.returncode != 0
+        assert "lock" in (refused.stdout + refused.stderr).lower()
+        assert sorted(Path(lay.folder("config")).iterdir()) == configs_before
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+    assert proc.wait(timeout=300) == 0
+    loss = np.load(Path(lay.run("digits", 0)) / "loss.npy")
+    assert loss.shape[1] == 6  # A's setting, not B's
+    again = _snakemake(repo_root, tmp_path, config_a, "all_train", "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_results_path_with_spaces_and_no_venv_on_path(repo_root: Path, tmp_path: Path) -> None:
+    """Every path is quoted, and jobs run this interpreter's mapd without an activated venv."""
+    work = tmp_path / "my work"
+    work.mkdir()
+    config = _tiny_config(work)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["results"] = str(work / "my results")
+    config.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in _env().items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"  # no venv: `mapd` is not on PATH
+    cmd = _snakemake_cmd(repo_root, work, config)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lay = Layout(cfg["results"])
+    assert Path(lay.report()).is_file()
+    assert sorted(p.name for p in work.iterdir()) == [".snakemake", "config.yaml", "my results"]
+    assert not (work / "my").exists()
+    # the terminal shows one progress line per epoch, tagged with its job; the log has them too
+    assert "[mapd" in out.stderr and "train digits/seed0] epoch 2/2" in out.stderr
+    assert "epoch 2/2" in Path(lay.log("train", seed_job("digits", 0))).read_text()
+
+
+def test_probe_sizes_beyond_the_data_stop_the_workflow_at_once(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    config = _tiny_config(tmp_path, subset=50)  # 5 data categories x 10 probes = 50: too many
+    out = _snakemake(repo_root, tmp_path, config, "-n")
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "need 50 source examples, but digits has only 50 training examples" in text
+    assert not (tmp_path / "results").exists()

@@ -15,7 +15,15 @@ from mapd.data import (  # noqa: F401  (each import registers its loaders)
     spurious,
     waterbirds,
 )
-from mapd.data.base import DatasetSpec, ImageDataset, available, get_spec, load_dataset, register
+from mapd.data.base import (
+    DatasetSpec,
+    ImageDataset,
+    available,
+    get_spec,
+    load_dataset,
+    register,
+    split_size,
+)
 from mapd.data.noise import apply_label_noise, inject_label_noise
 
 __all__ = [
@@ -27,4 +35,5 @@ __all__ = [
     "inject_label_noise",
     "load_dataset",
     "register",
+    "split_size",
 ]

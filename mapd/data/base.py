@@ -148,20 +148,34 @@ class DatasetSpec:
     splits: tuple[str, ...]
     description: str
     source: str  # where the data comes from / how to get it
+    # examples per split of the official data set, known without reading it (start-up checks)
+    sizes: dict[str, int] | None = None
+    # or: count(split, **options) -> examples, cheaply (no image decoding)
+    count: Callable[..., int] | None = None
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
 def register(
-    name: str, *, splits: tuple[str, ...], description: str, source: str
+    name: str,
+    *,
+    splits: tuple[str, ...],
+    description: str,
+    source: str,
+    sizes: dict[str, int] | None = None,
+    count: Callable[..., int] | None = None,
 ) -> Callable[[Loader], Loader]:
-    """Decorator: register ``loader(split, **options)`` under ``name``."""
+    """Decorator: register ``loader(split, **options)`` under ``name``.
+
+    ``sizes`` (official examples per split) or ``count`` (a cheap counter) let the workflow
+    check probe sizes against the data before any job runs.
+    """
 
     def deco(fn: Loader) -> Loader:
         if name in _REGISTRY:
             raise RuntimeError(f"data set {name!r} registered twice")
-        _REGISTRY[name] = DatasetSpec(name, fn, splits, description, source)
+        _REGISTRY[name] = DatasetSpec(name, fn, splits, description, source, sizes, count)
         return fn
 
     return deco
@@ -175,6 +189,17 @@ def get_spec(name: str) -> DatasetSpec:
 
 def available() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def split_size(name: str, split: str, **options: Any) -> int | None:
+    """Examples in a split without loading its images: the official size, a cheap count, or
+    None when neither is known."""
+    spec = get_spec(name)
+    if spec.sizes is not None and split in spec.sizes:
+        return spec.sizes[split]
+    if spec.count is not None:
+        return spec.count(split, **options)
+    return None
 
 
 def load_dataset(name: str, split: str = "train", **options: Any) -> ImageDataset:

@@ -208,6 +208,7 @@ def _check_attribute(name: str, role: str, valid: Sequence[str]) -> None:
 @register(
     "celeba",
     splits=("train", "val", "test"),
+    sizes={"train": 162770, "val": 19867, "test": 19962},
     description="CelebA faces: target attribute (Blond_Hair), spurious attribute (Male)",
     source=SOURCE,
 )

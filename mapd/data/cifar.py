@@ -17,7 +17,6 @@ a re-encoded copy (e.g. the JPEG-derived CIFAR-10 in ``../shared``) is refused u
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from mapd.data.base import ImageDataset, register
 from mapd.data.download import download_archive
 from mapd.data.files import md5sum
 from mapd.errors import ConfigError, DataError
+from mapd.safeload import load_pickle
 
 BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 
@@ -93,6 +93,7 @@ IMAGE_SHAPE = (32, 32, 3)
 @register(
     "cifar10",
     splits=("train", "test"),
+    sizes={"train": 50000, "test": 10000},
     description="CIFAR-10: 32x32 colour images, 10 classes, 50,000 train / 10,000 test",
     source=f"{CIFAR10.url} (md5 {CIFAR10.archive_md5}), extracted into root",
 )
@@ -131,6 +132,7 @@ def load_cifar10(
 @register(
     "cifar100",
     splits=("train", "test"),
+    sizes={"train": 50000, "test": 10000},
     description="CIFAR-100: 32x32 colour images, 100 fine / 20 coarse classes, 50,000 / 10,000",
     source=f"{CIFAR100.url} (md5 {CIFAR100.archive_md5}), extracted into root",
 )
@@ -255,12 +257,9 @@ def _load(
 
 
 def _read_pickle(path: Path, dataset: str) -> dict[str, Any]:
-    """Unpickle one official file; keys come back as str (they are bytes in Python 2 pickles)."""
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    except Exception as e:  # unpickling garbage raises many types (UnpicklingError, EOFError, ...)
-        raise DataError(f"{dataset}: corrupt file {path} (cannot unpickle: {e!r})") from e
+    """Unpickle one official file as plain data (no code runs, whatever the file holds); keys
+    come back as str (they are bytes in Python 2 pickles)."""
+    obj = load_pickle(path, what=dataset, encoding="latin1")
     if not isinstance(obj, dict):
         raise DataError(
             f"{dataset}: corrupt file {path}: expected a pickled dict, got {type(obj).__name__}"

@@ -16,6 +16,7 @@ from mapd.errors import ConfigError
 @register(
     "digits",
     splits=("train", "test"),
+    sizes={"train": 1438, "test": 359},
     description="scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes)",
     source="ships with scikit-learn (sklearn.datasets.load_digits); nothing to download",
 )

@@ -76,11 +76,42 @@ class _Listing:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def count_images(
+    split: str,
+    *,
+    root: str | Path | None = None,
+    manifest: str | Path | None = None,
+    classes: list[str] | tuple[str, ...] | None = None,
+    **_: Any,
+) -> int:
+    """Images in a split from the listing alone (no decoding): for checks at start-up."""
+    return len(_listing(split, root, manifest, _parse_classes(classes)).paths)
+
+
+def _listing(
+    split: str,
+    root: str | Path | None,
+    manifest: str | Path | None,
+    class_list: tuple[str, ...] | None,
+) -> _Listing:
+    if manifest is not None:
+        base = None if root is None else Path(root).expanduser()
+        return _from_manifest(split, Path(manifest).expanduser(), base, class_list)
+    base = require_dir(
+        root,
+        dataset="imagefolder",
+        expected="ROOT/<class>/<image> or ROOT/<split>/<class>/<image>",
+        how_to_get=HOW_TO_GET,
+    )
+    return _from_tree(split, base.resolve(), class_list)
+
+
 @register(
     "imagefolder",
     splits=SPLITS,
     description="your own images: ROOT/[split/]<class>/<image> folders or a CSV manifest",
     source="the user's own files; nothing to download",
+    count=count_images,
 )
 def load_imagefolder(
     split: str,
@@ -118,19 +149,7 @@ def load_imagefolder(
         )
     if not max_memory_mb > 0:
         raise ConfigError(f"imagefolder: max_memory_mb must be > 0, got {max_memory_mb}")
-    class_list = _parse_classes(classes)
-
-    if manifest is not None:
-        base = None if root is None else Path(root).expanduser()
-        listing = _from_manifest(split, Path(manifest).expanduser(), base, class_list)
-    else:
-        base = require_dir(
-            root,
-            dataset="imagefolder",
-            expected="ROOT/<class>/<image> or ROOT/<split>/<class>/<image>",
-            how_to_get=HOW_TO_GET,
-        )
-        listing = _from_tree(split, base.resolve(), class_list)
+    listing = _listing(split, root, manifest, _parse_classes(classes))
 
     what = f"imagefolder/{split}"
     images, storage_info = _materialise(
@@ -246,17 +265,30 @@ def _from_tree(split: str, root: Path, classes: tuple[str, ...] | None) -> _List
             f"imagefolder: no image files under {base} (extensions {', '.join(IMAGE_EXTENSIONS)})"
         )
     entries.sort()
+    labels = np.array([lab for _, lab in entries], dtype=np.int64)
     return _Listing(
         paths=[p for p, _ in entries],
-        labels=np.array([lab for _, lab in entries], dtype=np.int64),
+        labels=labels,
         classes=classes,
         info={
             "root": str(root),
             "layout": layout,
             "folder": str(base),
             "ignored_non_image_files": ignored,
+            "warnings": _empty_classes(labels, classes, f"{base}/<class>"),
         },
     )
+
+
+def _empty_classes(labels: np.ndarray, classes: tuple[str, ...], where: str) -> list[str]:
+    """One warning per class without an example in this split (it still counts as a class)."""
+    counts = np.bincount(labels, minlength=len(classes))
+    return [
+        f"class {c!r} has no images in {where}: it is a class of the data set that no "
+        "example has (remove it, or add its images)"
+        for c, k in zip(classes, counts, strict=True)
+        if k == 0
+    ]
 
 
 # --- layout 2: CSV manifest -------------------------------------------------------------------
@@ -329,6 +361,7 @@ def _from_manifest(
             "layout": "manifest",
             "manifest": str(manifest),
             "manifest_rows": len(df),
+            "warnings": _empty_classes(labels[rows], classes, f"the {split!r} rows of {manifest}"),
         },
     )
 
@@ -340,8 +373,23 @@ def _is_int(text: str) -> bool:
 def _manifest_labels(
     values: list[str], classes: tuple[str, ...] | None, manifest: Path
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Labels (all rows) as int64 plus the class list; names win over integers when both fit."""
-    all_int = all(_is_int(v) for v in values)
+    """Labels (all rows) as int64 plus the class list; names win over integers when both fit.
+
+    Without ``classes``, labels are either all class indices or all class names: a manifest of
+    indices with one name among them (a typo such as ``two``) is an error naming its line.
+    """
+    is_int = [_is_int(v) for v in values]
+    all_int = all(is_int)
+    if classes is None and any(is_int) and not all_int:
+        n_int = sum(is_int)
+        odd = next(i for i, v in enumerate(is_int) if v != (n_int * 2 >= len(values)))
+        kind = "a class name" if n_int * 2 >= len(values) else "an integer"
+        raise DataError(
+            f"imagefolder: manifest {manifest} line {odd + 2}: label {values[odd]!r} is {kind} "
+            f"but {max(n_int, len(values) - n_int)} of the {len(values)} labels are "
+            f"{'integers' if kind == 'a class name' else 'names'}: use class indices or class "
+            "names throughout (or pass classes=)"
+        )
     if classes is not None:
         lookup = {c: i for i, c in enumerate(classes)}
         if all(v in lookup for v in values):

@@ -43,6 +43,7 @@ import pandas as pd
 from mapd.data.base import ImageDataset, register
 from mapd.data.files import IMAGE_EXTENSIONS, check_decodable, require_dir
 from mapd.errors import DataError
+from mapd.safeload import load_npz
 
 SOURCE = "https://image-net.org (ILSVRC-2012; requires an account, not auto-downloadable)"
 HOW_TO_GET = (
@@ -64,6 +65,7 @@ SYNSETS = "LOC_synset_mapping.txt"
 @register(
     "imagenet",
     splits=("train", "val"),
+    sizes={"train": 1281167, "val": 50000},
     description="ImageNet ILSVRC-2012 (1,000 classes, 1.28M train / 50k val images; file-backed)",
     source=SOURCE,
 )
@@ -315,27 +317,14 @@ def _load_cscore_npz(path: Path) -> dict[str, np.ndarray]:
             f"https://pluskid.github.io/structural-regularity/cscores/"
         )
 
-    def read(allow_pickle: bool) -> dict[str, np.ndarray]:
-        with np.load(path, allow_pickle=allow_pickle) as z:
-            missing = [k for k in ("labels", "scores", "filenames") if k not in z.files]
-            if missing:
-                raise DataError(
-                    f"imagenet C-scores: {path} lacks key(s) {', '.join(missing)}; "
-                    f"has {', '.join(z.files)}"
-                )
-            return {k: z[k] for k in ("labels", "scores", "filenames")}
-
-    try:
-        try:
-            return read(allow_pickle=False)
-        except ValueError as e:
-            if "allow_pickle" not in str(e):
-                raise
-            # The file names may be stored as an object array of bytes; this is the published
-            # file the user pointed us to, so unpickling it is accepted.
-            return read(allow_pickle=True)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"imagenet C-scores: cannot read {path}: {e}") from e
+    # file names may be an object array: read as plain data, never with allow_pickle=True
+    z = load_npz(path, what="imagenet C-scores")
+    missing = [k for k in ("labels", "scores", "filenames") if k not in z]
+    if missing:
+        raise DataError(
+            f"imagenet C-scores: {path} lacks key(s) {', '.join(missing)}; has {', '.join(z)}"
+        )
+    return {k: z[k] for k in ("labels", "scores", "filenames")}
 
 
 def _basename(name: Any) -> str:

@@ -134,6 +134,7 @@ def read_idx(path: str | Path, *, magic: int) -> np.ndarray:
 @register(
     "mnist",
     splits=("train", "test"),
+    sizes={"train": 60000, "test": 10000},
     description="MNIST handwritten digits: 28x28 grey, 10 classes, 60,000 train / 10,000 test",
     source=f"official idx files ({MNIST.mirrors[0]}), in root/MNIST/raw/ or root/",
 )
@@ -162,6 +163,7 @@ def load_mnist(
 @register(
     "fashion_mnist",
     splits=("train", "test"),
+    sizes={"train": 60000, "test": 10000},
     description="Fashion-MNIST: 28x28 grey product photos, 10 classes, 60,000 / 10,000",
     source=(
         "Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), or the "

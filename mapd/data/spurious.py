@@ -173,6 +173,7 @@ def _build(
 @register(
     "spurious_digits",
     splits=("train", "val", "test"),
+    sizes={"train": 1438, "val": 178, "test": 181},
     description="sklearn digits, label digit>=5, red/green colour cue (95% agreement in train)",
     source="built from sklearn.datasets.load_digits; nothing to download",
 )
@@ -222,6 +223,7 @@ def _ensure_mnist_registered() -> None:
 @register(
     "spurious_mnist",
     splits=("train", "val", "test"),
+    sizes={"train": 60000},
     description="MNIST, label digit>=5, spurious red/green colour cue (95% agreement in train)",
     source="built from MNIST (see the mnist data set for where to put the files)",
 )

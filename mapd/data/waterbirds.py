@@ -116,6 +116,7 @@ def _check_full_sizes(df: pd.DataFrame, path: Path) -> str:
 @register(
     "waterbirds",
     splits=("train", "val", "test"),
+    sizes={"train": 4795, "val": 1199, "test": 5794},
     description="Waterbirds: CUB birds on Places backgrounds; label waterbird, group = 2*y + place",
     source=SOURCE_URL,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,10 @@ def train_trajectories(
     }
     if streaming:
         key["storage"] = "files"
-    signature = fingerprint(key)
+    if dev.type == "cpu":
+        # CPU results are bit for bit only at one thread count: a resume must use the same
+        key["threads"] = torch.get_num_threads()
+    signature = json.loads(json.dumps(key, default=str))  # plain JSON, as signature.json holds
     trainer = Trainer(
         model,
         tr,

@@ -13,6 +13,7 @@ read the curves recorded so far (:meth:`Trainer.history`) while training runs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from mapd.engine.augment import TensorSource
 from mapd.engine.method import Method, frozen_batchnorm_stats
 from mapd.errors import ConfigError, DataError
-from mapd.io import atomic_path, load_json, save_json
+from mapd.io import atomic_path, load_json, read_npy_header, save_json
 from mapd.models import fold_batchnorm
 
 
@@ -113,6 +114,49 @@ class _Interrupt(Exception):
     """Raised by ``stop_after_epoch`` to simulate a killed run in tests."""
 
 
+class _Discard(Exception):
+    """Why a partial run cannot be resumed."""
+
+
+def _digest(arr: np.ndarray, epochs: int, block: int = 1 << 16) -> str:
+    """sha256 of the first ``epochs`` columns of an (N, T) array, read in row blocks."""
+    h = hashlib.sha256()
+    for start in range(0, arr.shape[0], block):
+        h.update(np.ascontiguousarray(arr[start : start + block, :epochs]).tobytes())
+    return h.hexdigest()
+
+
+def _check_npy(path: Path, shape: tuple[int, int], dtype: np.dtype) -> None:
+    """A partial trajectory file must have the expected header and exactly the bytes it
+    declares (a truncated file would be extended with zeros by a read-write memmap)."""
+    try:
+        with open(path, "rb") as f:
+            got_shape, fortran, got_dtype = read_npy_header(f)
+            offset = f.tell()
+    except (OSError, ValueError) as e:
+        raise _Discard(f"{path.name} is unreadable ({e})") from e
+    if tuple(got_shape) != shape or got_dtype != dtype or fortran:
+        raise _Discard(f"{path.name} holds {got_dtype} {tuple(got_shape)}, not {dtype} {shape}")
+    size = path.stat().st_size
+    if size != offset + int(np.prod(shape)) * dtype.itemsize:
+        raise _Discard(
+            f"{path.name} is {size} bytes, not {offset + np.prod(shape) * dtype.itemsize}"
+        )
+
+
+def _differences(old: Any, new: dict[str, Any]) -> str:
+    """The top-level settings that differ between two signatures, e.g. ``threads 2 -> 1``."""
+    if not isinstance(old, dict):
+        return "no readable settings"
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            a, b = old.get(key), new.get(key)
+            small = all(isinstance(v, int | float | str | type(None)) for v in (a, b))
+            out.append(f"{key} {a} -> {b}" if small else key)
+    return ", ".join(out)
+
+
 @dataclass
 class TrainResult:
     loss: np.ndarray  # (N, T) float32
@@ -141,7 +185,8 @@ class Trainer:
         test: optional test set, evaluated after every epoch.
         method: training-method hooks (default ERM).
         seed: seeds shuffling and augmentation (model init is seeded by the caller).
-        signature: settings fingerprint; a workdir written with another one is discarded.
+        signature: the settings a resume must match (JSON-able); a partial run written with
+            other ones is discarded, naming what differs.
         log: progress sink (one line per epoch).
     """
 
@@ -155,7 +200,7 @@ class Trainer:
         test: TensorSource | None = None,
         method: Method | None = None,
         seed: int = 0,
-        signature: str = "",
+        signature: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.device = train.device
@@ -167,7 +212,7 @@ class Trainer:
         self.method = method or Method()
         self.seed = seed
         self.workdir = Path(workdir)
-        self.signature = signature
+        self.signature = dict(signature or {})
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.n = len(train)
         self.epoch = 0  # epochs completed
@@ -200,29 +245,64 @@ class Trainer:
 
     # --- trajectories ---------------------------------------------------------------------
     def _open_workdir(self) -> None:
+        """Open the in-progress trajectories: resume a verified partial run, else start afresh.
+
+        A partial run resumes only when its signature equals this run's, both trajectory files
+        have exactly the expected header and size, the checkpoint loads as plain data
+        (``weights_only``) and the completed epochs of both files match the checksums stored with
+        it. Anything else is said in one line and the run starts from epoch 1.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
-        sig_file = self.workdir / "signature.json"
         shape = (self.n, self.s.epochs)
-        fresh = True
-        if sig_file.exists() and (self.workdir / "checkpoint.pt").exists():
-            sig = load_json(sig_file)
-            if sig.get("signature") == self.signature and tuple(sig.get("shape", ())) == shape:
-                fresh = False
-            else:
-                self.log(f"discarding partial run in {self.workdir}: its settings differ")
-        mode = "w+" if fresh else "r+"
+        state = None
+        if (self.workdir / "checkpoint.pt").exists():
+            try:
+                state = self._resumable_state(shape)
+            except _Discard as e:
+                self.log(f"discarding partial run in {self.workdir}: {e}; starting at epoch 1")
+        mode = "w+" if state is None else "r+"
         self.loss_mm = np.lib.format.open_memmap(
             self.workdir / "loss.npy", mode=mode, dtype=np.float32, shape=shape
         )
         self.correct_mm = np.lib.format.open_memmap(
             self.workdir / "correct.npy", mode=mode, dtype=np.bool_, shape=shape
         )
-        if fresh:
+        if state is None:
             (self.workdir / "checkpoint.pt").unlink(missing_ok=True)
             self.loss_mm[:] = np.nan
-            save_json(sig_file, {"signature": self.signature, "shape": list(shape)})
+            save_json(self.workdir / "signature.json", {"key": self.signature, "shape": shape})
         else:
-            self._load_checkpoint()
+            self._restore(state)
+
+    def _resumable_state(self, shape: tuple[int, int]) -> dict[str, Any]:
+        sig_file = self.workdir / "signature.json"
+        try:
+            sig = load_json(sig_file)
+        except DataError as e:
+            raise _Discard(f"signature.json is missing or unreadable ({e})") from e
+        old = sig.get("key") if isinstance(sig, dict) else None
+        if not isinstance(old, dict) or old != self.signature:
+            raise _Discard(f"its settings differ ({_differences(old, self.signature)})")
+        if tuple(sig.get("shape", ())) != shape:
+            raise _Discard(f"its trajectories have shape {sig.get('shape')}, not {list(shape)}")
+        for name, dtype in (("loss.npy", np.float32), ("correct.npy", np.bool_)):
+            _check_npy(self.workdir / name, shape, np.dtype(dtype))
+        ckpt = self.workdir / "checkpoint.pt"
+        try:
+            # plain data only: a checkpoint never runs code (no pickled objects are loaded)
+            state = torch.load(ckpt, map_location=self.device, weights_only=True)
+        except Exception as e:  # truncated, garbage or not plain data: torch raises many types
+            raise _Discard(f"{ckpt.name} cannot be read as plain data ({type(e).__name__})") from e
+        epoch = int(state.get("epoch", -1)) if isinstance(state, dict) else -1
+        if not 0 <= epoch <= shape[1]:
+            raise _Discard(f"{ckpt.name} holds no valid epoch")
+        for name, digest in (state.get("digests") or {}).items():
+            arr = np.load(self.workdir / name, mmap_mode="r", allow_pickle=False)
+            if _digest(arr, epoch) != digest:
+                raise _Discard(f"{name} does not match the checksum recorded with the checkpoint")
+        if set(state.get("digests") or {}) != {"loss.npy", "correct.npy"}:
+            raise _Discard(f"{ckpt.name} has no checksums of the trajectories")
+        return state
 
     def history(self, *, upto: int | None = None, what: str = "loss") -> np.ndarray:
         """Recorded trajectories of the completed epochs: (N, t) float32 loss or bool correct."""
@@ -236,6 +316,11 @@ class Trainer:
         self.correct_mm.flush()
         state = {
             "epoch": self.epoch,
+            # what a resume verifies: the completed epochs of both trajectory files
+            "digests": {
+                "loss.npy": _digest(self.loss_mm, self.epoch),
+                "correct.npy": _digest(self.correct_mm, self.epoch),
+            },
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
             "gen": self.gen.get_state(),
@@ -245,15 +330,7 @@ class Trainer:
         with atomic_path(self.workdir / "checkpoint.pt") as tmp:
             torch.save(state, tmp)
 
-    def _load_checkpoint(self) -> None:
-        try:
-            state = torch.load(
-                self.workdir / "checkpoint.pt", map_location=self.device, weights_only=True
-            )
-        except Exception as e:  # torch raises several types for a truncated file
-            raise DataError(
-                f"corrupt checkpoint {self.workdir / 'checkpoint.pt'}: {e}; delete {self.workdir}"
-            ) from e
+    def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
@@ -444,4 +521,6 @@ class Trainer:
             "record_s_total": sum(m["record_s"] for m in self.metrics),
             "train_s_total": train_s,
             "device": str(self.device),
+            # CPU results are reproducible bit for bit at this thread count
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
         }

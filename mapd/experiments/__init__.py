@@ -32,6 +32,8 @@ class Family:
     metrics: Callable[[Config], dict[str, Any]]
     # report sections (``{"heading", "text", "images", "tables"}``); scratch files go to the Path
     sections: Callable[[Config, Path], list[dict[str, Any]]]
+    # checks that need more than the config (e.g. data sizes), run before any job starts
+    preflight: Callable[[Config], None]
     # DVC: output folders/files the family writes, and its plots (path -> plot options)
     dvc_outs: Callable[[Config], list[str]]
     dvc_plots: Callable[[Config], dict[str, dict[str, Any]]]
@@ -45,6 +47,12 @@ def family(name: str) -> Family:
     if name not in FAMILIES:
         raise KeyError(f"unknown experiment family {name!r}; known: {list(FAMILIES)}")
     return importlib.import_module(FAMILIES[name]).FAMILY
+
+
+def preflight(config: Config) -> None:
+    """Every active family's start-up checks: bad settings stop the workflow before any job."""
+    for name in active(config):
+        family(name).preflight(config)
 
 
 def active(config: Config) -> list[str]:

@@ -7,11 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
-from mapd.config import dataset_settings, section_fingerprint
-from mapd.experiments import active, family
+from mapd.experiments import active, family, preflight
 from mapd.io import atomic_path, save_json
+from mapd.outputs import read_summary
 from mapd.paths import Layout, dataset_job
 from mapd.pipeline import data_summary, log
 from mapd.provenance import environment_versions
@@ -41,7 +42,7 @@ def report(config: dict[str, Any], config_path: str | Path, out: str | Path) -> 
             f"report: {len(timing) - len(present)} timing file(s) absent; their times are not shown"
         )
     with tempfile.TemporaryDirectory(prefix="mapd-report-") as tmp:
-        sections = []
+        sections = _data_warnings(config)
         for name in active(config):
             sections += family(name).sections(config, Path(tmp))
         write_report(
@@ -57,11 +58,27 @@ def report(config: dict[str, Any], config_path: str | Path, out: str | Path) -> 
     log(f"report -> {Path(out).resolve()}")
 
 
+def _data_warnings(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """A section listing what the data summaries warn about (e.g. a class without images)."""
+    lay = Layout.of(config)
+    rows = [
+        {"data set": d, "warning": w}
+        for d in config["datasets"]
+        for w in read_summary(lay.summary(d))["warnings"]
+    ]
+    if not rows:
+        return []
+    table = pd.DataFrame(rows)
+    table.attrs["caption"] = "Warnings from the data summaries (mapd data)"
+    return [{"heading": "Data warnings", "tables": [table]}]
+
+
 def run_all(config: dict[str, Any], config_path: str | Path) -> Path:
     """Every step of every active family for every data set and seed, in this process.
 
     Returns the path of the HTML report.
     """
+    preflight(config)
     lay = Layout.of(config)
     for name in config["datasets"]:
         data_summary(config, name, lay.summary(name))
@@ -104,8 +121,3 @@ def dvc_yaml(config: dict[str, Any], *, config_file: str, profile: str = "profil
 def write_dvc_yaml(config: dict[str, Any], *, config_file: str, out: str | Path) -> None:
     with atomic_path(out) as tmp:
         tmp.write_text(dvc_yaml(config, config_file=config_file))
-
-
-def settings_fingerprint(config: dict[str, Any], dataset: str, name: str) -> str:
-    """What the rules put in ``params``: a step re-runs when its settings section changes."""
-    return section_fingerprint(dataset_settings(config, dataset), name)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import Payload
 
 import mapd.data.cifar as cifar
 from mapd.data.base import available, load_dataset
@@ -315,3 +316,26 @@ def test_real_cifar10(shared_cifar10_root: Path, shared_cscores_dir: Path) -> No
     assert train.classes == tuple(CIFAR10_NAMES)
     # real photos, not blank: every image has some contrast
     assert (train.images.reshape(50000, -1).std(axis=1) > 1).all()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_crafted_data_file_runs_no_code(
+    tmp_path: Path, protocol: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With reencoded_ok (checksums not enforced) a crafted batch is refused before any of its
+    code runs; the official format's plain data still loads at every pickle protocol."""
+    write_cifar10(tmp_path)
+    _accept_tiny(monkeypatch, "CIFAR10", tmp_path / "cifar-10-batches-py")
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with open(batch, "rb") as f:
+        record = pickle.load(f, encoding="latin1")
+    with open(batch, "wb") as f:
+        pickle.dump(record, f, protocol=protocol)
+    assert len(cifar.load_cifar10("train", root=tmp_path, reencoded_ok=True)) == 50
+    marker = tmp_path / "pwned"
+    record[b"labels"] = Payload(marker)
+    with open(batch, "wb") as f:
+        pickle.dump(record, f, protocol=protocol)
+    with pytest.raises(DataError, match=r"data_batch_1: not plain pickled data .*posix.system"):
+        cifar.load_cifar10("train", root=tmp_path, reencoded_ok=True)
+    assert not marker.exists()

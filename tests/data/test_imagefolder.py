@@ -256,3 +256,50 @@ def test_bad_options(split_tree: Path) -> None:
         load_imagefolder("train", root=split_tree, image_size=[4, 4, 4])
     with pytest.raises(ConfigError, match="in_memory"):
         load_imagefolder("train", root=split_tree, in_memory="yes")
+
+
+def test_an_empty_class_folder_is_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    _png(root / "cat/a.png", 10)
+    _png(root / "dog/b.png", 20)
+    (root / "empty").mkdir()
+    ds = load_imagefolder("train", root=root, in_memory=True)
+    assert ds.classes == ("cat", "dog", "empty")  # the folder still names a class
+    [warning] = ds.info["warnings"]
+    assert "'empty' has no images" in warning and str(root) in warning
+    assert load_imagefolder("train", root=tmp_path / "tree", in_memory=True).summary()["info"][
+        "warnings"
+    ] == [warning]
+
+
+def test_a_name_among_integer_labels_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    for i in range(4):
+        _png(tmp_path / f"{i}.png", 10 * i)
+    (tmp_path / "m.csv").write_text("path,label\n0.png,0\n1.png,1\n2.png,two\n3.png,2\n")
+    with pytest.raises(DataError, match=r"m\.csv line 4: label 'two' is a class name but 3 of"):
+        load_imagefolder("train", manifest=tmp_path / "m.csv")
+    (tmp_path / "n.csv").write_text("path,label\n0.png,cat\n1.png,dog\n2.png,7\n3.png,cat\n")
+    with pytest.raises(DataError, match=r"n\.csv line 4: label '7' is an integer but 3 of"):
+        load_imagefolder("train", manifest=tmp_path / "n.csv")
+
+
+def test_integer_labels_with_a_gap_warn_about_the_empty_class(tmp_path: Path) -> None:
+    for i in range(3):
+        _png(tmp_path / f"{i}.png", 10 * i)
+    (tmp_path / "m.csv").write_text("path,label\n0.png,0\n1.png,1\n2.png,3\n")
+    ds = load_imagefolder("train", manifest=tmp_path / "m.csv")
+    assert ds.classes == ("0", "1", "2", "3")
+    assert len(ds.info["warnings"]) == 1 and "'2' has no images" in ds.info["warnings"][0]
+
+
+def test_count_lists_without_decoding(split_tree: Path, manifest: Path) -> None:
+    from mapd.data import split_size
+
+    assert split_size("imagefolder", "train", root=split_tree) == 3
+    assert split_size("imagefolder", "val", root=split_tree) == 2
+    assert split_size("imagefolder", "train", manifest=manifest) == len(
+        load_imagefolder("train", manifest=manifest)
+    )
+    assert (
+        split_size("cifar10", "train") == 50000 and split_size("clothing1m", "dirty_train") is None
+    )

@@ -441,16 +441,86 @@ def test_exploding_loss_is_a_clear_error(data, tmp_path: Path) -> None:
         _run(data, tmp_path / "nan", method=NanLoss())
 
 
-def test_corrupt_checkpoint_is_a_clear_error(data, tmp_path: Path) -> None:
-    from mapd.errors import DataError
-
-    work = tmp_path / "run.partial"
+def _interrupted(data, work: Path, epochs: int = 2) -> None:
     with pytest.raises(_Interrupt):
-        _run(data, work, stop_after_epoch=1)
+        _run(data, work, stop_after_epoch=epochs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return _run(data, tmp_path_factory.mktemp("full") / "w")
+
+
+def _restarts_cleanly(data, work: Path, full: TrainResult, reason: str) -> None:
+    log: list[str] = []
+    res = _run(data, work, log=log)
+    said = [m for m in log if "discarding partial run" in m]
+    assert len(said) == 1 and reason in said[0] and "starting at epoch 1" in said[0], log
+    assert not any("resuming" in m for m in log)
+    np.testing.assert_array_equal(res.loss, full.loss)
+    np.testing.assert_array_equal(res.correct, full.correct)
+
+
+def test_a_damaged_checkpoint_restarts_the_run_cleanly(data, tmp_path: Path, uninterrupted) -> None:
+    work = tmp_path / "run.partial"
+    _interrupted(data, work)
     ckpt = work / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:200])  # truncated, as by a full disk
-    with pytest.raises(DataError, match=r"corrupt checkpoint .*checkpoint.pt.*delete"):
-        _run(data, work)
-    ckpt.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(DataError, match="corrupt checkpoint"):
-        _run(data, work)
+    _restarts_cleanly(data, work, uninterrupted, "checkpoint.pt cannot be read as plain data")
+    work = tmp_path / "again.partial"
+    _interrupted(data, work)
+    (work / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    _restarts_cleanly(data, work, uninterrupted, "checkpoint.pt cannot be read")
+
+
+def test_a_truncated_partial_trajectory_is_never_zero_filled(
+    data, tmp_path: Path, uninterrupted
+) -> None:
+    work = tmp_path / "run.partial"
+    _interrupted(data, work)
+    path = work / "loss.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+    _restarts_cleanly(data, work, uninterrupted, "loss.npy is 1000 bytes")
+
+
+def test_changed_bytes_in_completed_epochs_fail_the_checksum(
+    data, tmp_path: Path, uninterrupted
+) -> None:
+    work = tmp_path / "run.partial"
+    _interrupted(data, work)
+    arr = np.load(work / "correct.npy", mmap_mode="r+")
+    arr[5, 0] = not arr[5, 0]  # same size, one value of epoch 1 flipped
+    arr.flush()
+    del arr
+    _restarts_cleanly(data, work, uninterrupted, "correct.npy does not match the checksum")
+
+
+def test_a_crafted_checkpoint_runs_no_code(data, tmp_path: Path, uninterrupted) -> None:
+    import pickle
+
+    work = tmp_path / "run.partial"
+    _interrupted(data, work)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = torch.load(work / "checkpoint.pt", weights_only=True)
+    state["metrics"] = Payload()
+    with open(work / "checkpoint.pt", "wb") as f:
+        pickle.dump(state, f, protocol=2)  # torch.load reads plain pickles too
+    _restarts_cleanly(data, work, uninterrupted, "checkpoint.pt cannot be read as plain data")
+    assert not marker.exists()
+
+
+def test_a_resume_at_another_thread_count_restarts(data, tmp_path: Path) -> None:
+    work = tmp_path / "run.partial"
+    torch.set_num_threads(2)
+    try:
+        _interrupted(data, work)
+    finally:
+        torch.set_num_threads(1)
+    full = _run(data, tmp_path / "one-thread")
+    _restarts_cleanly(data, work, full, "threads 2 -> 1")
+    assert full.metrics["threads"] == 1

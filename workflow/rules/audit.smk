@@ -18,8 +18,9 @@ rule probes:
     benchmark:
         L.timing("probes", seed_job())
     shell:
-        "{params.mapd} probes --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
-        "--seed {wildcards.seed} --cscores {input.cscores:q} --out {output:q} 2> {log:q}"
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "probes --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--seed {wildcards.seed} --cscores {input.cscores:q} --out {output:q}"
 
 
 # A killed job resumes from its checkpoint in L.partial("run", ...) when the rule runs again.
@@ -46,9 +47,10 @@ rule train:
         mem_mb=8000,
         runtime=720,
     shell:
-        "{params.mapd} train --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "train --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
         "--seed {wildcards.seed} --probes {input.probes:q} --out {output:q} "
-        "--partial {params.partial:q} 2> {log:q}"
+        "--partial {params.partial:q}"
 
 
 rule assign:
@@ -69,8 +71,9 @@ rule assign:
     benchmark:
         L.timing("assign", seed_job())
     shell:
-        "{params.mapd} assign --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
-        "--probes {input.probes:q} --run {input.run:q} --out {output:q} 2> {log:q}"
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "assign --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--probes {input.probes:q} --run {input.run:q} --out {output:q}"
 
 
 rule figures:
@@ -95,8 +98,9 @@ rule figures:
     benchmark:
         L.timing("figures", dataset_job())
     shell:
-        "{params.mapd} figures --probes {input.probes:q} --runs {input.runs:q} --assign {input.assign:q} "
-        "--out {params.out:q} 2> {log:q}"
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "figures --probes {input.probes:q} --runs {input.runs:q} --assign {input.assign:q} "
+        "--out {params.out:q}"
 
 
 rule all_probes:

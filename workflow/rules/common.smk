@@ -5,15 +5,15 @@ import sys
 
 import yaml
 
-from mapd.config import fingerprint, validate_config
-from mapd.experiments import active, family
-from mapd.experiments.report import settings_fingerprint
+from mapd.config import dataset_settings, fingerprint, section_fingerprint, validate_config
+from mapd.experiments import active, family, preflight
 from mapd.io import atomic_path
 from mapd.paths import Layout, dataset_job, seed_job
 
 # Validated and default-filled with mapd's own schema (workflow/schemas/config.schema.yaml is the
 # same file): unknown keys and bad values stop the workflow here with one clear message.
 CFG = validate_config(config)
+preflight(CFG)  # checks that need data sizes (probes vs data): before any job, not hours later
 L = Layout.of(CFG)
 DATASETS = list(CFG["datasets"])
 SEEDS = CFG["seeds"]
@@ -62,7 +62,7 @@ wildcard_constraints:
 
 def settings(wildcards, section):
     """Fingerprint of one section of the data set's effective settings (a rerun trigger)."""
-    return settings_fingerprint(CFG, wildcards.dataset, section)
+    return section_fingerprint(dataset_settings(CFG, wildcards.dataset), section)
 
 
 def per_seed(pattern_fn, dataset):

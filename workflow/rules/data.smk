@@ -15,8 +15,9 @@ rule data_summary:
     benchmark:
         L.timing("data", dataset_job())
     shell:
-        "{params.mapd} data --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
-        "--out {output:q} 2> {log:q}"
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "data --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--out {output:q}"
 
 
 rule cscores:
@@ -38,8 +39,9 @@ rule cscores:
         mem_mb=4000,
         runtime=120,
     shell:
-        "{params.mapd} cscores --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
-        "--out {output:q} 2> {log:q}"
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "cscores --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
+        "--out {output:q}"
 
 
 rule data:

@@ -16,4 +16,5 @@ rule report:
     log:
         L.log("report", "all"),
     shell:
-        "{params.mapd} report --config {params.config:q} --out {output.html:q} 2> {log:q}"
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "report --config {params.config:q} --out {output.html:q}"

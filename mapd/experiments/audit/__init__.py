@@ -30,6 +30,23 @@ def targets(config: dict[str, Any]) -> list[str]:
     return out + [lay.assign(d, s) for d in config["datasets"] for s in config["seeds"]]
 
 
+def preflight(config: dict[str, Any]) -> None:
+    """Probe sizes against the training data's size, known without loading it."""
+    from mapd.categories import check_probe_budget
+    from mapd.data import split_size
+
+    for name in config["datasets"]:
+        s = dataset_settings(config, name)
+        n = split_size(s["loader"], "train", **s["options"])
+        if n is None:
+            continue
+        if s["subset"]:
+            n = min(n, s["subset"])
+        p = s["probes"]
+        per_cat = p["train_size"] + p["heldout_size"]
+        check_probe_budget(p["categories"], per_cat=per_cat, n=n, name=name)
+
+
 def run(config: dict[str, Any]) -> None:
     from mapd.experiments.audit import steps
 
@@ -92,6 +109,7 @@ FAMILY = Family(
     title="MAP-D audit",
     jobs=jobs,
     targets=targets,
+    preflight=preflight,
     run=run,
     metrics=_metrics,
     sections=_sections,
