@@ -84,7 +84,7 @@ def audit(
             device=device,
             method=method_for(s),
         )
-    metadata, held = assign_run(res.loss, suite, s)
+    metadata, held = assign_run(res.loss, suite, s, margin=res.margin)
     return AuditResult(suite, res.loss, res.correct, metadata, held["settings"], res.metrics)
 
 
@@ -118,7 +118,8 @@ def imagefolder_config(
     size = probe_sizes_for(n, n_from_data(cats))
     defaults = deep_merge(
         {
-            "probes": {"train_size": size, "heldout_size": size},
+            # probes as copies: every image keeps its own row and gets a verdict
+            "probes": {"train_size": size, "heldout_size": size, "keep_sources": True},
             "cscores": {"method": "learning_speed"},
         },
         overrides or {},

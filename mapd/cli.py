@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mapd.errors import ConfigError, MapdError
 
@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mapd.paths import Layout
 
     cfg = _config(args)
-    partial = args.partial or Layout.of(cfg).partial("run", args.dataset, args.seed)
+    partial = args.partial or Layout.of(cfg).partial(Layout.of(cfg).run(args.dataset, args.seed))
     steps.train(cfg, args.dataset, args.seed, args.probes, args.out, partial)
 
 
@@ -70,6 +70,12 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from mapd.experiments.audit import steps
 
     steps.figures(args.probes, args.runs, args.assign, args.out)
+
+
+def cmd_issues(args: argparse.Namespace) -> None:
+    from mapd.experiments.audit.issues import issues
+
+    issues(_config(args), args.dataset, args.probes, args.runs, args.assign, args.out)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -218,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--partial",
         help="in-progress state (checkpoint), resumed when present "
-        "(default: the results layout's partial/run/<dataset>/seed<S>)",
+        "(default: the results layout's partial/runs/<dataset>/seed<S>)",
     )
 
     sp = add("assign", cmd_assign, "k-NN metadata assignment and the held-out probe check")
@@ -239,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runs", nargs="+", required=True, help="run directory per seed")
     sp.add_argument("--assign", nargs="+", required=True, help="assign directory per seed")
     sp.add_argument("--out", required=True, help="output directory")
+
+    sp = add(
+        "issues",
+        cmd_issues,
+        "label_issues.csv: every training example ranked by how likely its label is wrong",
+    )
+    sp.add_argument("--dataset", required=True, help=DATASET_HELP)
+    sp.add_argument("--probes", nargs="+", required=True, help="probe-suite directory per seed")
+    sp.add_argument("--runs", nargs="+", required=True, help="run directory per seed")
+    sp.add_argument("--assign", nargs="+", required=True, help="assign directory per seed")
+    sp.add_argument("--out", required=True, help="output directory (label_issues.csv/.parquet)")
 
     sp = add(
         "report",
@@ -281,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     sp.add_argument("--threads", type=positive_int, help=THREADS_HELP)
 
+    _add_family_commands(add)
+
     sp = add(
         "fetch",
         cmd_fetch,
@@ -308,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_family_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Each experiment family's own subcommands (``mapd noise-train``, ...), which take the
+    validated config as their second argument."""
+    from mapd.experiments.detection import cli as detection_cli
+    from mapd.experiments.noise import cli as noise_cli
+
+    def add_with_config(name: str, fn, help: str) -> argparse.ArgumentParser:
+        return add(name, lambda args: fn(args, _config(args)), help)
+
+    ints = {"positive": positive_int, "non_negative": non_negative_int}
+    noise_cli.add_commands(add_with_config, ints)
+    detection_cli.add_commands(add_with_config, ints)
+
+
 # outputs each subcommand writes, checked to be writable before any work
 _OUTPUTS = {
     "data": ("out", "summary file"),
@@ -316,7 +349,19 @@ _OUTPUTS = {
     "train": ("out", "run folder"),
     "assign": ("out", "assignment folder"),
     "figures": ("out", "figures folder"),
+    "issues": ("out", "label-issues folder"),
     "report": ("out", "report file"),
+    "noise-suite": ("out", "training-set folder"),
+    "noise-train": ("out", "run folder"),
+    "noise-table": ("out", "table file"),
+    "noise-figures": ("out", "figures folder"),
+    "det-suite": ("out", "training-set folder"),
+    "det-train": ("out", "run folder"),
+    "det-aum": ("out", "run folder"),
+    "det-fold": ("out", "fold folder"),
+    "det-scores": ("out", "scores folder"),
+    "det-table": ("out", "table file"),
+    "det-figures": ("out", "figures folder"),
 }
 
 
@@ -325,6 +370,8 @@ def _job(args: argparse.Namespace) -> str:
     from mapd.paths import dataset_job, seed_job
 
     parts = [args.command]
+    if getattr(args, "job_of", None):  # a family's subcommand names its own jobs
+        return f"{args.command} {args.job_of(args)}"
     if getattr(args, "dataset", None):
         seed = getattr(args, "seed", None)
         parts.append(dataset_job(args.dataset) if seed is None else seed_job(args.dataset, seed))

@@ -25,6 +25,9 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 SECTIONS = ("cscores", "probes", "train", "methods", "scores", "assign")
 
 
+# MAP-D's k-NN against other probe sets, scored by the detection family beside registered scores
+MAPD_VARIANTS = ("mapd_paper", "mapd_audit4", "mapd_audit6")
+
 # settings sections that registries may extend at run time (a test's toy method or score)
 _EXTRA: dict[str, dict[str, dict[str, Any]]] = {"methods": {}, "scores": {}}
 
@@ -64,8 +67,14 @@ def schema() -> dict[str, Any]:
         props.update(copy.deepcopy(_EXTRA[kind]))
         for sub in props.values():
             sub.setdefault("default", {})  # so that every section gets its defaults filled
-    defs["train"]["properties"]["method"]["enum"] = list(defs["methods"]["properties"])
+    methods = list(defs["methods"]["properties"])
+    defs["train"]["properties"]["method"]["enum"] = methods
     defs["assign"]["properties"]["scores"]["items"]["enum"] = list(defs["scores"]["properties"])
+    noise = sch["properties"]["noise"]["properties"]
+    noise["methods"]["items"]["enum"] = methods
+    noise["fig7"]["properties"]["methods"]["items"]["enum"] = methods
+    detection = sch["properties"]["detection"]["properties"]
+    detection["scores"]["items"]["enum"] = [*defs["scores"]["properties"], *MAPD_VARIANTS]
     return sch
 
 
@@ -142,6 +151,12 @@ def _check_dataset(cfg: dict[str, Any], name: str) -> None:
                 f"{setting!r} has only {len(members)} categories x {train_size} training probes "
                 f"= {len(members) * train_size}: lower assign/k or raise probes/train_size"
             )
+    issues = cfg["audit"]["label_issues"]["score"]
+    if cfg["audit"]["activate"] and issues not in s["assign"]["scores"]:
+        raise ConfigError(
+            f"audit/label_issues/score: {issues!r} is not computed for {name} "
+            f"(assign/scores is {s['assign']['scores']})"
+        )
     if s["cscores"]["method"] == "file" and not s["cscores"]["file"]:
         raise ConfigError(f"datasets/{name}/cscores: method 'file' needs cscores/file")
     if {"typical", "atypical"} & cats and s["cscores"]["method"] is None:
@@ -221,6 +236,8 @@ def dataset_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
     merged["loader"] = entry.get("loader", name)
     merged["options"] = copy.deepcopy(entry.get("options", {}))
     merged["subset"] = entry.get("subset")
+    merged["test_subset"] = entry.get("test_subset")
+    merged["labels"] = copy.deepcopy(entry.get("labels"))
     return merged
 
 
@@ -240,6 +257,8 @@ def section_fingerprint(settings: dict[str, Any], name: str) -> str:
             "loader": settings["loader"],
             "options": settings["options"],
             "subset": settings["subset"],
+            "test_subset": settings["test_subset"],
+            "labels": settings["labels"],
         }
     )
 

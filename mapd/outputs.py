@@ -74,7 +74,26 @@ class Run:
     correct: np.ndarray
     metrics: dict[str, Any]
 
-    FILES = ("loss.npy", "correct.npy", "metrics.json", "model.pt")
+    FILES = ("loss.npy", "correct.npy", "margin.npy", "pred.npy", "metrics.json", "model.pt")
+
+    def _curve(self, name: str, dtype: type) -> np.ndarray:
+        arr = load_npy(self.path / f"{name}.npy", mmap=True)
+        if arr.shape != self.loss.shape or arr.dtype != dtype:
+            raise DataError(
+                f"{self.path / f'{name}.npy'}: {arr.dtype} {arr.shape}, expected "
+                f"{np.dtype(dtype)} {self.loss.shape}"
+            )
+        return arr
+
+    @property
+    def margin(self) -> np.ndarray:
+        """(N, T) float32 margins (logit of the given label minus the largest other logit)."""
+        return self._curve("margin", np.float32)
+
+    @property
+    def pred(self) -> np.ndarray:
+        """(N, T) int16 predicted class after each epoch."""
+        return self._curve("pred", np.int16)
 
     @property
     def n(self) -> int:
@@ -125,13 +144,33 @@ class Run:
         correct: np.ndarray,
         metrics: dict[str, Any],
         model_state: dict[str, Any],
+        arrays: dict[str, np.ndarray] | None = None,
+        margin: np.ndarray | None = None,
+        pred: np.ndarray | None = None,
     ) -> None:
-        """Write a run folder atomically (all files or none)."""
+        """Write a run folder atomically (all files or none); ``arrays`` are the method's
+        per-example outputs, each written as ``<name>.npy``."""
         with atomic_dir(out) as tmp:
             save_npy(tmp / "loss.npy", np.asarray(loss, dtype=np.float32))
             save_npy(tmp / "correct.npy", np.asarray(correct, dtype=bool))
+            if margin is not None:
+                save_npy(tmp / "margin.npy", np.asarray(margin, dtype=np.float32))
+            if pred is not None:
+                save_npy(tmp / "pred.npy", np.asarray(pred, dtype=np.int16))
             save_json(tmp / "metrics.json", metrics)
             torch.save(model_state, tmp / "model.pt")
+            for name, arr in (arrays or {}).items():
+                if name in ("loss", "correct", "margin", "pred"):
+                    raise DataError(f"a method's output may not be named {name!r}")
+                save_npy(tmp / f"{name}.npy", np.asarray(arr))
+
+    def array(self, name: str, *, rows: int | None = None) -> np.ndarray:
+        """A method's per-example output ``<name>.npy`` (e.g. ``p_noisy``), checked to have
+        one row per example."""
+        arr = load_npy(self.path / f"{name}.npy")
+        if arr.shape[:1] != (rows if rows is not None else self.n,):
+            raise DataError(f"{self.path / f'{name}.npy'}: {arr.shape[0]} rows, expected {self.n}")
+        return arr
 
     def finite_loss(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Loss of ``rows`` (all rows if None) as an in-memory array, checked to be finite."""

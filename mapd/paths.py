@@ -24,6 +24,8 @@ TEMPLATES: dict[str, str] = {
     "run": "runs/{dataset}/seed{seed}",
     "assign": "assign/{dataset}/seed{seed}",
     "figures": "figures/{dataset}",
+    # every training example ranked by how likely its label is wrong, merged over seeds
+    "issues": "issues/{dataset}",
     "figure": "figures/{dataset}/{name}",
     "report": "report/index.html",
     "metrics": "metrics/{family}.json",
@@ -32,9 +34,20 @@ TEMPLATES: dict[str, str] = {
     "timing": "timings/{step}/{job}.tsv",
     # content-addressed resolved configs, never rewritten (jobs read the one they were given)
     "config": "configs/{digest}.yaml",
-    # in-progress state of a training run (checkpoint, partial trajectories); outside the
-    # folders DVC owns, so `dvc repro` does not delete it before the run resumes
-    "partial": "partial/{output}/{dataset}/seed{seed}",
+    # in-progress state of an output (a run's checkpoint and partial trajectories): the output's
+    # own path under partial/, outside the folders DVC owns, so `dvc repro` does not delete it
+    "partial": "partial/{path}",
+    # label-noise correction (mapd.experiments.noise); level in percent
+    "noise_suite": "noise/suites/{dataset}/noise{level}/seed{seed}",
+    "noise_run": "noise/runs/{dataset}/noise{level}/{method}/w{warmup}/seed{seed}",
+    "noise_table": "noise/table.csv",
+    # mislabel detection (mapd.experiments.detection); source e.g. symmetric20
+    "det_suite": "detection/suites/{dataset}/{source}/seed{seed}",
+    "det_run": "detection/runs/{dataset}/{source}/seed{seed}",
+    "det_aum": "detection/aum/{dataset}/{source}/seed{seed}",
+    "det_fold": "detection/folds/{dataset}/{source}/seed{seed}/fold{fold}",
+    "det_scores": "detection/scores/{dataset}/{source}/seed{seed}",
+    "det_table": "detection/table.csv",
 }
 
 
@@ -84,15 +97,60 @@ class Layout:
     def figures(self, dataset: str | None = None) -> str:
         return self.path("figures", dataset=dataset)
 
+    def issues(self, dataset: str | None = None) -> str:
+        """``label_issues.csv`` / ``.parquet`` of a data set (the audit)."""
+        return self.path("issues", dataset=dataset)
+
     def figure(self, dataset: str | None, name: str) -> str:
         """One file of a data set's figures folder, e.g. ``figure("digits", "fig3.png")``."""
         return self.path("figure", dataset=dataset, name=name)
 
-    def partial(
-        self, output: str, dataset: str | None = None, seed: int | str | None = None
+    def partial(self, output: str) -> str:
+        """In-progress state of the output at path ``output`` (a path of this layout)."""
+        rel = os.path.relpath(output, self.root)
+        if rel.startswith(".."):
+            raise ValueError(f"{output} is not under the results folder {self.root}")
+        return self.path("partial", path=rel)
+
+    # --- label-noise correction ---------------------------------------------------------------
+    def noise_suite(
+        self,
+        dataset: str | None = None,
+        level: int | str | None = None,
+        seed: int | str | None = None,
     ) -> str:
-        """In-progress state of an output (e.g. ``run``) of a data set and seed."""
-        return self.path("partial", output=output, dataset=dataset, seed=seed)
+        """The training set of one noise cell: noisy labels and the two probes (a probe suite)."""
+        return self.path("noise_suite", dataset=dataset, level=level, seed=seed)
+
+    def noise_run(
+        self,
+        dataset: str | None = None,
+        level: int | str | None = None,
+        method: str | None = None,
+        warmup: int | str | None = None,
+        seed: int | str | None = None,
+    ) -> str:
+        return self.path(
+            "noise_run", dataset=dataset, level=level, method=method, warmup=warmup, seed=seed
+        )
+
+    def noise_table(self) -> str:
+        return self.path("noise_table")
+
+    # --- mislabel detection -------------------------------------------------------------------
+    def det(
+        self,
+        kind: str,
+        dataset: str | None = None,
+        source: str | None = None,
+        seed: int | str | None = None,
+        fold: int | str | None = None,
+    ) -> str:
+        """A detection output: ``kind`` is suite, run, aum, fold or scores."""
+        return self.path(f"det_{kind}", dataset=dataset, source=source, seed=seed, fold=fold)
+
+    def det_table(self) -> str:
+        return self.path("det_table")
 
     # --- whole run ------------------------------------------------------------------------------
     def report(self) -> str:
@@ -120,6 +178,35 @@ class Layout:
                 break
             parts.append(part)
         return os.path.join(self.root, *parts)
+
+
+def noise_suite_job(
+    dataset: str | None = None, level: int | str | None = None, seed: int | str | None = None
+) -> str:
+    """Log / timing name of a noise cell's training-set job: ``<dataset>/noise<level>/seed<S>``."""
+    lay = Layout("")
+    return os.path.relpath(lay.noise_suite(dataset, level, seed), lay.folder("noise_suite"))
+
+
+def noise_run_job(
+    dataset: str | None = None,
+    level: int | str | None = None,
+    method: str | None = None,
+    warmup: int | str | None = None,
+    seed: int | str | None = None,
+) -> str:
+    """Log / timing name of a noise run: ``<dataset>/noise<level>/<method>/w<warmup>/seed<S>``."""
+    lay = Layout("")
+    run = lay.noise_run(dataset, level, method, warmup, seed)
+    return os.path.relpath(run, lay.folder("noise_run"))
+
+
+def det_job(
+    dataset: str | None = None, source: str | None = None, seed: int | str | None = None
+) -> str:
+    """Log / timing name of a detection cell's job: ``<dataset>/<source>/seed<S>``."""
+    lay = Layout("")
+    return os.path.relpath(lay.det("run", dataset, source, seed), lay.folder("det_run"))
 
 
 def dataset_job(dataset: str | None = None) -> str:

@@ -32,17 +32,41 @@ def log(msg: str) -> None:
 
 
 def load_split(config: dict[str, Any], name: str, split: str) -> ImageDataset:
-    """The configured data set's split; ``subset`` keeps a fixed random subset of training rows."""
+    """The configured data set's split; ``subset`` keeps a fixed random subset of the training
+    rows, ``test_subset`` of the others (the same for every seed: seeds vary probes and
+    training, not the data)."""
     s = dataset_settings(config, name)
     ds = load_dataset(s["loader"], split, **s["options"])
-    if split == "train" and s["subset"] and s["subset"] < len(ds):
-        # the subset is the same for every seed: seeds vary probes and training, not the data
-        rows = np.sort(
-            np.random.default_rng(12345).choice(len(ds), size=s["subset"], replace=False)
-        )
+    if split == "train" and s["labels"]:
+        ds = with_file_labels(ds, s["labels"])
+    size = s["subset"] if split == "train" else s["test_subset"]
+    if size and size < len(ds):
+        rows = np.sort(np.random.default_rng(12345).choice(len(ds), size=size, replace=False))
         ds = ds.subset(rows)
-        ds.info["subset"] = int(s["subset"])
+        ds.info["subset"] = int(size)
     return ds
+
+
+def with_file_labels(ds: ImageDataset, spec: dict[str, Any]) -> ImageDataset:
+    """The training split with the labels of a file (``datasets/<name>/labels``); the data
+    set's own labels are kept as the attribute ``orig_label``, the truth they are measured
+    against (a file's ``clean_label`` must equal them)."""
+    from mapd.data.labels_file import read_labels
+
+    read = read_labels(
+        spec["path"],
+        n=len(ds),
+        num_classes=ds.num_classes,
+        key=spec.get("key"),
+        column=spec.get("column"),
+        dataset_labels=ds.labels,
+    )
+    out = ds.subset(np.arange(len(ds)))
+    out.attrs["orig_label"] = ds.labels.copy()
+    out.labels = read.labels.copy()
+    out.info["labels"] = read.source
+    out.info["labels_changed"] = int((read.labels != ds.labels).sum())
+    return out
 
 
 def optional_split(config: dict[str, Any], name: str, split: str) -> ImageDataset | None:
@@ -118,14 +142,22 @@ def fit_run(
     partial: str | Path,
     test: ImageDataset | None = None,
     num_classes: int,
+    train: dict[str, Any] | None = None,
+    fixed_rows: np.ndarray | None = None,
+    eval_rows: np.ndarray | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train data set ``name``'s configured model on ``images`` / ``labels`` with ``method`` and
     write the run folder ``out`` (:class:`mapd.outputs.Run`).
 
     In-progress state lives in ``partial`` and is resumed when the step runs again with the same
-    settings; it is removed once ``out`` is complete.
+    settings; it is removed once ``out`` is complete. ``train`` replaces the data set's train
+    section (an experiment family's own settings); ``fixed_rows`` / ``eval_rows`` go to
+    :func:`mapd.engine.run.train_trajectories`.
     """
     s = dataset_settings(config, name)
+    if train is not None:
+        s = {**s, "train": train}
     test_images: np.ndarray | FileRows | None = None
     if test is not None:
         test_images = test.images if test.images is not None else FileRows.from_dataset(test)
@@ -147,6 +179,8 @@ def fit_run(
         device=config["device"],
         method=method,
         log=log,
+        fixed_rows=fixed_rows,
+        eval_rows=eval_rows,
     )
     if test is not None and result.test_correct is not None and "group" in test.attrs:
         result.metrics["test_groups"] = group_accuracy(result.test_correct, test.attrs["group"])
@@ -159,6 +193,7 @@ def fit_run(
         "method": method.signature(),
         "wall_s": time.perf_counter() - t0,
         "settings_fingerprint": fingerprint(s["train"]),
+        **(extra_metrics or {}),
     }
     Run.save(
         out,
@@ -166,6 +201,9 @@ def fit_run(
         correct=result.correct,
         metrics=metrics,
         model_state=result.model.state_dict(),
+        arrays=result.arrays,
+        margin=result.margin,
+        pred=result.pred,
     )
     shutil.rmtree(partial, ignore_errors=True)
     with contextlib.suppress(OSError):  # the now empty folders above it

@@ -268,6 +268,8 @@ def build_probe_suite(
     probe_size: int | None = None,
     probe_resize: int | None = None,
     workers: int = 0,
+    keep_sources: bool = False,
+    random_labels_draw: str = "other",
 ) -> ProbeSuite:
     """Build the audit set of ``dataset`` with the given probe categories.
 
@@ -284,6 +286,11 @@ def build_probe_suite(
             materialised as the ``probe_size`` centre crop after resizing the shorter side to
             ``probe_resize`` (default ``probe_size``): the streaming source's eval view.
         workers: decoding threads for file-backed data sets (0 = one per CPU).
+        keep_sources: probes are added as copies and every example keeps its own data row
+            (the label-noise experiment); by default the sources leave the data (the audit).
+        random_labels_draw: ``"other"`` = a random label other than the true one (the paper);
+            ``"any"`` = uniform over all classes, so a few keep theirs (the authors' label-noise
+            code).
     """
     unknown = set(categories) - set(CATEGORIES)
     if unknown:
@@ -292,6 +299,10 @@ def build_probe_suite(
         raise ConfigError(f"probe categories listed more than once: {list(categories)}")
     if dataset.num_classes < 2:
         raise ConfigError(f"{dataset.name}: probe suites need at least 2 classes")
+    if random_labels_draw not in ("other", "any"):
+        raise ConfigError(
+            f"random_labels_draw must be 'other' or 'any', got {random_labels_draw!r}"
+        )
     if dataset.images is not None:
         shape = tuple(dataset.images.shape[1:])
     elif probe_size is None:
@@ -330,7 +341,7 @@ def build_probe_suite(
             sources[cat] = chosen
             taken[chosen] = True
 
-    data_pos = np.flatnonzero(~taken)
+    data_pos = np.arange(n) if keep_sources else np.flatnonzero(~taken)
     rows: list[pd.DataFrame] = [
         pd.DataFrame(
             {
@@ -365,7 +376,10 @@ def build_probe_suite(
             labels = orig_label.copy()
             orig_index = dataset.index[pos]
             if cat == "random_labels":
-                labels = wrong_labels(orig_label, c, rng)
+                if random_labels_draw == "other":
+                    labels = wrong_labels(orig_label, c, rng)
+                else:
+                    labels = rng.integers(0, c, size=len(orig_label))
             elif cat == "corrupted":
                 imgs = corrupt_gaussian(imgs, std=corrupted_std, rng=rng)
             elif cat == "ood":
@@ -411,10 +425,13 @@ def build_probe_suite(
         "classes": list(dataset.classes),
         "n_data": len(data_pos),
         "n_probes": n_probe,
+        "keep_sources": keep_sources,
+        "random_labels_draw": random_labels_draw,
         "image_shape": list(shape),
     }
     if dataset.images is None:
         meta["storage"] = "files"
         meta["probe_size"] = int(shape[0])
         meta["probe_resize"] = int(probe_resize or shape[0])
-    return ProbeSuite(table=table, probe_images=np.concatenate(probe_images), meta=meta)
+    images = np.concatenate(probe_images) if probe_images else np.zeros((0, *shape), np.uint8)
+    return ProbeSuite(table=table, probe_images=images, meta=meta)

@@ -69,10 +69,35 @@ def log_to(path: str | os.PathLike | None, *, job: str = "") -> Iterator[None]:
             sys.stderr = terminal
 
 
-def exit_with_parent() -> None:
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "time"})
+
+
+def _ppid_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (from /proc), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+
+
+def _watch_launcher(shell: int, launcher: int, every: float) -> None:
+    """SIGTERM this process once ``shell`` (its parent) is no longer the child of
+    ``launcher``: the launcher died and the shell, still waiting for us, was re-parented."""
+    import time
+
+    while _ppid_of(shell) == launcher:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def exit_with_parent(*, every: float = 1.0) -> None:
     """Exit (SIGTERM) when the process that started this one dies, e.g. a workflow job's shell
     wrapper killed by the scheduler: an orphan must never finish and write outputs later.
-    Linux only (prctl); elsewhere a no-op."""
+
+    When the parent is a shell (Snakemake runs every job through one, and a shell does not exit
+    when its own parent dies) the launcher above it is watched too, every ``every`` seconds, so
+    a killed ``snakemake`` also stops its jobs. Linux only (prctl, /proc); elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
@@ -83,6 +108,18 @@ def exit_with_parent() -> None:
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+    try:
+        name = Path(f"/proc/{parent}/comm").read_text().strip()
+    except OSError:
+        return
+    launcher = _ppid_of(parent)
+    if name in _SHELLS and launcher not in (None, 0, 1):
+        import threading
+
+        threading.Thread(
+            target=_watch_launcher, args=(parent, launcher, every), daemon=True
+        ).start()
 
 
 def terminate_cleanly() -> None:

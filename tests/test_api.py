@@ -92,3 +92,9 @@ def test_cli_audits_an_image_folder_given_only_its_path(tmp_path: Path) -> None:
     table = pd.read_csv(meta)
     assert (table["role"] == "data").sum() > 0 and "assigned" in table.columns
     assert (out / "figures" / "imagefolder" / "fig4.png").is_file()
+    # label_issues.csv ranks every image of the folder (probes are copies), with its path
+    issues = pd.read_csv(out / "issues" / "imagefolder" / "label_issues.csv")
+    images = sorted(str(p) for p in root.rglob("*.png"))
+    assert sorted(issues["path"]) == images and issues["score"].notna().all()
+    assert issues["rank"].tolist() == list(range(1, len(images) + 1))
+    assert "label_issues.csv ranks them all" in html

@@ -194,11 +194,12 @@ def test_assign_files(pipeline: dict[str, Path]) -> None:
     held = json.loads((d / "heldout.json").read_text())
     used = held["settings"]["6-probe"]["categories"]  # the setting that assigns, in its order
     assert sorted(used) == sorted(CATEGORIES)
-    scores = ["score_mapd", "score_loss"]  # the default assign/scores
+    scores = ["score_mapd", "score_mapd_knn", "score_loss"]  # the default assign/scores
     assert list(meta.columns) == cols + [f"p_{c}" for c in used] + ["assigned"] + scores
     assert len(meta) == N_ROWS
-    # MAP-D's score is p(random_labels) of the same k-NN; the loss score the mean loss
-    np.testing.assert_array_equal(meta["score_mapd"], meta["p_random_labels"])
+    # the paper's MAP-D score is p(random_labels) of the same k-NN; the read-out a probability
+    np.testing.assert_array_equal(meta["score_mapd_knn"], meta["p_random_labels"])
+    assert meta["score_mapd"].between(0, 1).all() and meta["score_mapd"].nunique() > N_ROWS / 2
     loss = np.load(pipeline["run"] / "loss.npy")
     np.testing.assert_allclose(meta["score_loss"], loss.astype(np.float64).mean(1))
     p = meta[[f"p_{c}" for c in used]].to_numpy()

@@ -62,3 +62,34 @@ def test_output_folders_get_the_usual_permissions(tmp_path: Path) -> None:
         os.umask(old)
     # mkdtemp makes 0700 folders; an output folder is as readable as its files
     assert oct((tmp_path / "out").stat().st_mode & 0o777) == oct(0o755)
+
+
+def test_a_step_exits_when_the_launcher_above_its_shell_is_killed(tmp_path: Path) -> None:
+    """Snakemake runs each job through a shell, which outlives a killed snakemake: the step
+    watches the shell's parent too and stops (a SIGTERM, unwinding like Ctrl-C)."""
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = (
+        f"{sys.executable} -c 'import os, time; from mapd.runtime import exit_with_parent; "
+        f'exit_with_parent(every=0.05); open("{pid_file}", "w").write(str(os.getpid())); '
+        "time.sleep(120)'; echo finished"  # not the last command: the shell does not exec
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess; subprocess.run(['bash', '-c', {child!r}])"],
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.time() < deadline and launcher.poll() is None
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    proc = Path(f"/proc/{pid}")
+    deadline = time.time() + 20
+    while proc.exists() and "Z" not in (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]:
+        assert time.time() < deadline, "the step kept running after snakemake was killed"
+        time.sleep(0.05)

@@ -127,7 +127,8 @@ def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> N
     # every job of the DAG wrote its log and its timing file, and the report lists exactly them
     cfg = validate_config(yaml.safe_load(config.read_text()))
     jobs = all_jobs(cfg)
-    assert {s for s, _ in jobs} == {"data", "cscores", "probes", "train", "assign", "figures"}
+    expected = {"data", "cscores", "probes", "train", "assign", "figures", "issues"}
+    assert {s for s, _ in jobs} >= expected
     for step, job in jobs:
         assert Path(lay.log(step, job)).is_file() and Path(lay.timing(step, job)).is_file(), job
     written = sorted(Path(lay.folder("timing")).rglob("*.tsv"))
@@ -142,7 +143,7 @@ def test_dag_end_to_end_then_nothing_to_do(repo_root: Path, tmp_path: Path) -> N
 def test_killed_training_resumes_from_checkpoint(repo_root: Path, tmp_path: Path) -> None:
     config = _tiny_config(tmp_path, epochs=6, subset=600)
     lay = Layout(str(tmp_path / "results"))
-    partial = Path(lay.partial("run", "digits", 0))
+    partial = Path(lay.partial(lay.run("digits", 0)))
     proc = _start_until(
         _snakemake_cmd(repo_root, tmp_path, config, "all_train"), partial / "checkpoint.pt"
     )
@@ -176,12 +177,26 @@ def test_paper_config_dry_run_lists_full_dag(repo_root: Path, tmp_path: Path) ->
     )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
-    cfg = yaml.safe_load((repo_root / "config/paper.yaml").read_text())
+    cfg = validate_config(yaml.safe_load((repo_root / "config/paper.yaml").read_text()))
     n = len(cfg["datasets"]) * len(cfg["seeds"])
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in text.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     for rule in ("train", "probes", "assign"):
-        assert any(line.split()[:2] == [rule, str(n)] for line in text.splitlines()), (
-            f"{rule} x{n} not in DAG"
-        )
+        assert counts.get(rule) == n, f"{rule} x{n} not in the DAG: {counts}"
+    # the label-noise grid: 2 data sets x 6 levels x (9 methods + 2 Fig. 7 runs) x 3 seeds
+    from mapd.experiments.noise import grid
+
+    assert counts.get("noise_train") == len(grid.cells(cfg)) == 2 * 6 * 11 * 3
+    assert counts.get("noise_suite") == 2 * 6 * 3
+    assert counts.get("noise_figures") == 2
+    # detection: 2 data sets x 3 noise sources x 3 seeds; per cell a main run, AUM's threshold
+    # run and 4 confident-learning folds
+    cells = 2 * 3 * 3
+    for rule, per_cell in (("det_train", 1), ("det_aum", 1), ("det_fold", 4), ("det_scores", 1)):
+        assert counts.get(rule) == cells * per_cell, f"{rule}: {counts}"
 
 
 def test_lint_has_no_errors(repo_root: Path) -> None:
@@ -239,7 +254,7 @@ def test_dvc_repro_runs_the_default_stage_then_is_a_no_op(repo_root: Path, tmp_p
     cfg["defaults"]["train"]["epochs"] = 30
     (clone / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     lay = Layout(str(clone / "results"))
-    ckpt = Path(lay.partial("run", "digits", 0)) / "checkpoint.pt"
+    ckpt = Path(lay.partial(lay.run("digits", 0))) / "checkpoint.pt"
     proc = _start_until([str(BIN / "dvc"), "repro", "-f"], ckpt, cwd=clone)
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
@@ -276,7 +291,7 @@ def test_a_second_invocation_cannot_change_a_running_jobs_settings(
     lay = Layout(str(tmp_path / "results"))
     proc = _start_until(
         _snakemake_cmd(repo_root, tmp_path, config_a, "all_train"),
-        Path(lay.partial("run", "digits", 0)) / "checkpoint.pt",
+        Path(lay.partial(lay.run("digits", 0))) / "checkpoint.pt",
     )
     os.killpg(proc.pid, signal.SIGSTOP)  # hold A mid-training while B comes and goes
     try:

@@ -23,6 +23,8 @@ class TensorSource:
         flip: random horizontal flips.
         mean, std: per-channel statistics on the [0, 1] scale (None = no normalisation).
         channels_last: return batches in channels_last memory format (CUDA convolution speed).
+        fixed_rows: (N,) bool, rows that are never augmented (probes with fixed inputs, as in
+            the authors' label-noise code); None = every row is augmented in training batches.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class TensorSource:
         mean: np.ndarray | None = None,
         std: np.ndarray | None = None,
         channels_last: bool = False,
+        fixed_rows: np.ndarray | None = None,
     ) -> None:
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
@@ -66,6 +69,12 @@ class TensorSource:
         )
         self._ar_h = torch.arange(self.h, device=device)
         self._ar_w = torch.arange(self.w, device=device)
+        self.fixed = None
+        if fixed_rows is not None:
+            fixed_rows = np.asarray(fixed_rows, dtype=bool)
+            if fixed_rows.shape != (self.n,):
+                raise ValueError(f"fixed_rows must be ({self.n},) bool, got {fixed_rows.shape}")
+            self.fixed = torch.as_tensor(fixed_rows, device=device)
 
     def __len__(self) -> int:
         return self.n
@@ -75,15 +84,23 @@ class TensorSource:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (B, C, H, W) float32 and labels (B,) for example positions ``idx``."""
         b = len(idx)
+        # fixed rows draw like the others (the random stream does not depend on them) but keep
+        # the centre crop and no flip
+        fixed = None if self.fixed is None or not augment else self.fixed[idx]
         if augment and self.pad:
             oy = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=generator)
             ox = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=generator)
+            if fixed is not None:
+                oy = torch.where(fixed, self.pad, oy)
+                ox = torch.where(fixed, self.pad, ox)
         else:
             oy = ox = torch.full((b,), self.pad, device=self.device, dtype=torch.long)
         rows = oy[:, None] + self._ar_h  # (B, H)
         cols = ox[:, None] + self._ar_w  # (B, W)
         if augment and self.flip:
             flipped = torch.rand(b, device=self.device, generator=generator) < 0.5
+            if fixed is not None:
+                flipped &= ~fixed
             cols = torch.where(flipped[:, None], ox[:, None] + (self.w - 1 - self._ar_w), cols)
         # One index_select of whole pixels of the flattened padded set: several times faster
         # than indexing with three broadcast index tensors, same pixels.

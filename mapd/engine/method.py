@@ -34,7 +34,7 @@ class Method:
     the run's resume signature, so a changed setting never resumes a stale run.
     """
 
-    name = "erm"
+    name = "ce"
     settings: dict[str, Any] = {}  # noqa: RUF012 (read-only; a subclass sets its own in __init__)
 
     def __init__(self, **settings: Any) -> None:
@@ -61,6 +61,11 @@ class Method:
         """Per-example loss (B,) to minimise, and logits (B, K) of ``x`` as given (or None)."""
         logits = trainer.forward_model(x)
         return F.cross_entropy(logits.float(), y, reduction="none"), logits
+
+    def outputs(self, trainer: Trainer) -> dict[str, Any]:
+        """Per-example arrays the method estimated (e.g. ``p_noisy`` (N,)), written into the
+        run folder as ``<name>.npy`` when training ends."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

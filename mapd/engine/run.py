@@ -15,6 +15,7 @@ from mapd.engine.augment import TensorSource, channel_stats
 from mapd.engine.method import Method
 from mapd.engine.stream import FileRows, FileSource, StreamSettings, decode_views, sample_rows
 from mapd.engine.trainer import Trainer, TrainResult, TrainSettings, pick_device
+from mapd.errors import ConfigError
 from mapd.models import build_model
 
 
@@ -26,6 +27,8 @@ def make_sources(
     device: torch.device,
     test_images: np.ndarray | FileRows | None = None,
     test_labels: np.ndarray | None = None,
+    fixed_rows: np.ndarray | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[TensorSource, TensorSource | FileSource | None]:
     """Device-resident training (augmented) and test (plain) sources, normalised alike.
 
@@ -34,6 +37,8 @@ def make_sources(
     """
     train = section("train", train)
     mean, std = channel_stats(train_images) if train["normalize"] else (None, None)
+    if stats is not None:  # another set's normalisation (predicting on held-out images)
+        mean, std = stats
     cl = train["channels_last"]
     tr = TensorSource(
         train_images,
@@ -44,6 +49,7 @@ def make_sources(
         mean=mean,
         std=std,
         channels_last=cl,
+        fixed_rows=fixed_rows,
     )
     te = None
     if isinstance(test_images, FileRows):
@@ -125,6 +131,8 @@ def train_trajectories(
     method: Method | None = None,
     log: Callable[[str], None] | None = None,
     stop_after_epoch: int | None = None,
+    fixed_rows: np.ndarray | None = None,
+    eval_rows: np.ndarray | None = None,
 ) -> TrainResult:
     """Train the configured model and record trajectories.
 
@@ -132,7 +140,8 @@ def train_trajectories(
     at ``train["image_size"]`` with ``train["train_transform"]``; probes may be in memory).
     Returns (N, epochs) loss / correctness arrays whose rows follow ``images``. The run is
     checkpointed in ``workdir`` every epoch and resumed from there when called again with the
-    same settings and data.
+    same settings and data. ``fixed_rows`` (N,) bool marks rows never augmented (in-memory data
+    only); ``eval_rows`` (indices) are recorded by an eval pass when recording is online.
     """
     dev = pick_device(device)
     train = section("train", train)  # API callers may give a partial section
@@ -151,6 +160,8 @@ def train_trajectories(
         image_size=size,
         **train["model_options"],
     )
+    if streaming and fixed_rows is not None and np.any(fixed_rows):
+        raise ConfigError("rows with fixed (never augmented) inputs need an in-memory data set")
     if streaming:
         tr, te = make_stream_sources(
             images, labels, train=train, device=dev, test_rows=test_images, test_labels=test_labels
@@ -163,6 +174,7 @@ def train_trajectories(
             device=dev,
             test_images=test_images,
             test_labels=test_labels,
+            fixed_rows=fixed_rows,
         )
     # decoding threads do not change results, so they may differ when a run is resumed; the
     # method's settings do change them
@@ -173,6 +185,10 @@ def train_trajectories(
         "labels": fingerprint(np.asarray(labels).tolist()),
         "method": method.signature(),
     }
+    if fixed_rows is not None:
+        key["fixed_rows"] = fingerprint(np.flatnonzero(fixed_rows).tolist())
+    if eval_rows is not None:
+        key["eval_rows"] = fingerprint(np.asarray(eval_rows).tolist())
     if streaming:
         key["storage"] = "files"
     if dev.type == "cpu":
@@ -189,6 +205,7 @@ def train_trajectories(
         seed=seed,
         signature=signature,
         log=log,
+        eval_rows=eval_rows,
     )
     try:
         return trainer.fit(stop_after_epoch=stop_after_epoch)
@@ -196,3 +213,42 @@ def train_trajectories(
         for src in (tr, te):
             if isinstance(src, FileSource):
                 src.close()
+
+
+@torch.inference_mode()
+def predict_proba(
+    model_state: dict[str, Any],
+    images: np.ndarray,
+    *,
+    num_classes: int,
+    train: dict[str, Any],
+    device: str = "auto",
+    rows: np.ndarray | None = None,
+    reference_images: np.ndarray | None = None,
+) -> np.ndarray:
+    """Softmax outputs (R, C) float64 of a trained model (its ``state_dict``) on in-memory
+    ``images`` at the positions ``rows`` (all rows if None), in eval mode without augmentation.
+    The images it was trained on (``reference_images``, default ``images``) give the
+    normalisation, as in training."""
+    dev = pick_device(device)
+    train = section("train", train)
+    model = build_model(
+        train["model"],
+        num_classes=num_classes,
+        in_channels=images.shape[-1],
+        image_size=images.shape[1],
+        **train["model_options"],
+    )
+    model.load_state_dict(model_state)
+    model = model.to(dev).eval()
+    ref = images if reference_images is None else reference_images
+    stats = channel_stats(ref) if train["normalize"] else None
+    src, _ = make_sources(
+        images, np.zeros(len(images), dtype=np.int64), train=train, device=dev, stats=stats
+    )
+    positions = torch.arange(len(images), device=dev) if rows is None else torch.as_tensor(rows)
+    out = []
+    for part in positions.split(train["eval_batch_size"]):
+        x, _ = src.batch(part.to(dev), augment=False)
+        out.append(torch.softmax(model(x).float(), dim=1).double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, num_classes))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from mapd.engine.augment import TensorSource
 from mapd.engine.method import Method, frozen_batchnorm_stats
+from mapd.engine.optim import SGD, AdamW
 from mapd.errors import ConfigError, DataError
 from mapd.io import atomic_path, load_json, read_npy_header, save_json
 from mapd.models import fold_batchnorm
@@ -53,6 +54,7 @@ class TrainSettings:
     warmup_epochs: int
     record: str
     record_augment: bool
+    record_probs: list[int]
     eval_batch_size: int
     amp: bool
     compile: bool
@@ -118,6 +120,35 @@ class _Discard(Exception):
     """Why a partial run cannot be resumed."""
 
 
+# what the engine records for every example after every epoch, and the dtype of its (N, T) file
+CURVES: dict[str, np.dtype] = {
+    "loss": np.dtype(np.float32),
+    "correct": np.dtype(np.bool_),
+    # logit of the given label minus the largest other logit (AUM's margin)
+    "margin": np.dtype(np.float32),
+    # the predicted class (-1 before it is recorded)
+    "pred": np.dtype(np.int16),
+}
+
+
+_EMPTY = {"f": np.nan, "b": False, "i": -1}  # a value not recorded yet, per dtype kind
+_TORCH = {"f": torch.float32, "b": torch.bool, "i": torch.int16}
+
+
+def curve_values(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-example loss, correctness and margin (B,) of logits (B, C) against labels (B,)."""
+    logits = logits.float()
+    given = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    pred = logits.argmax(1)
+    return {
+        "loss": F.cross_entropy(logits, y, reduction="none"),
+        "correct": pred == y,
+        "margin": given - others,
+        "pred": pred.to(torch.int16),
+    }
+
+
 def _digest(arr: np.ndarray, epochs: int, block: int = 1 << 16) -> str:
     """sha256 of the first ``epochs`` columns of an (N, T) array, read in row blocks."""
     h = hashlib.sha256()
@@ -164,6 +195,9 @@ class TrainResult:
     metrics: dict[str, Any]
     model: torch.nn.Module | None = None
     test_correct: np.ndarray | None = None  # (N_test,) bool, correctness after the last epoch
+    arrays: dict[str, np.ndarray] | None = None  # the method's per-example outputs
+    margin: np.ndarray | None = None  # (N, T) float32
+    pred: np.ndarray | None = None  # (N, T) int16 predicted class
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -188,6 +222,8 @@ class Trainer:
         signature: the settings a resume must match (JSON-able); a partial run written with
             other ones is discarded, naming what differs.
         log: progress sink (one line per epoch).
+        eval_rows: with online recording, rows recorded by an eval pass at the end of every
+            epoch instead (the authors' label-noise protocol records its probes so).
     """
 
     def __init__(
@@ -202,6 +238,7 @@ class Trainer:
         seed: int = 0,
         signature: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
+        eval_rows: np.ndarray | None = None,
     ) -> None:
         self.device = train.device
         self.model = model.to(self.device)
@@ -213,6 +250,11 @@ class Trainer:
         self.seed = seed
         self.workdir = Path(workdir)
         self.signature = dict(signature or {})
+        self.eval_rows = (
+            None
+            if eval_rows is None
+            else torch.as_tensor(np.asarray(eval_rows, dtype=np.int64), device=self.device)
+        )
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.n = len(train)
         self.epoch = 0  # epochs completed
@@ -223,8 +265,9 @@ class Trainer:
         if settings.record not in ("eval", "online", "none"):
             raise ConfigError(f"record must be eval, online or none, got {settings.record!r}")
         params = [p for p in self.model.parameters() if p.requires_grad]
+        # mapd's optimizers: torch's arithmetic without importing torch._dynamo (see optim.py)
         if settings.optimizer == "sgd":
-            self.opt = torch.optim.SGD(
+            self.opt = SGD(
                 params,
                 lr=settings.lr,
                 momentum=settings.momentum,
@@ -232,7 +275,7 @@ class Trainer:
                 weight_decay=settings.weight_decay,
             )
         elif settings.optimizer == "adamw":
-            self.opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+            self.opt = AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         else:
             raise ConfigError(f"unknown optimizer {settings.optimizer!r}")
         self.amp = settings.amp and self.device.type == "cuda"
@@ -241,6 +284,7 @@ class Trainer:
         self.forward_model: torch.nn.Module = self.model
         if settings.compile and self.device.type == "cuda":
             self.forward_model = torch.compile(self.model)
+        self.probs_at: dict[int, np.ndarray] = {}  # epoch -> (N, C) softmax (record_probs)
         self._open_workdir()
 
     # --- trajectories ---------------------------------------------------------------------
@@ -261,15 +305,16 @@ class Trainer:
             except _Discard as e:
                 self.log(f"discarding partial run in {self.workdir}: {e}; starting at epoch 1")
         mode = "w+" if state is None else "r+"
-        self.loss_mm = np.lib.format.open_memmap(
-            self.workdir / "loss.npy", mode=mode, dtype=np.float32, shape=shape
-        )
-        self.correct_mm = np.lib.format.open_memmap(
-            self.workdir / "correct.npy", mode=mode, dtype=np.bool_, shape=shape
-        )
+        self.curves = {
+            name: np.lib.format.open_memmap(
+                self.workdir / f"{name}.npy", mode=mode, dtype=dtype, shape=shape
+            )
+            for name, dtype in CURVES.items()
+        }
         if state is None:
             (self.workdir / "checkpoint.pt").unlink(missing_ok=True)
-            self.loss_mm[:] = np.nan
+            for mm in self.curves.values():
+                mm[:] = _EMPTY[mm.dtype.kind]
             save_json(self.workdir / "signature.json", {"key": self.signature, "shape": shape})
         else:
             self._restore(state)
@@ -285,8 +330,8 @@ class Trainer:
             raise _Discard(f"its settings differ ({_differences(old, self.signature)})")
         if tuple(sig.get("shape", ())) != shape:
             raise _Discard(f"its trajectories have shape {sig.get('shape')}, not {list(shape)}")
-        for name, dtype in (("loss.npy", np.float32), ("correct.npy", np.bool_)):
-            _check_npy(self.workdir / name, shape, np.dtype(dtype))
+        for name, dtype in CURVES.items():
+            _check_npy(self.workdir / f"{name}.npy", shape, dtype)
         ckpt = self.workdir / "checkpoint.pt"
         try:
             # plain data only: a checkpoint never runs code (no pickled objects are loaded)
@@ -300,27 +345,25 @@ class Trainer:
             arr = np.load(self.workdir / name, mmap_mode="r", allow_pickle=False)
             if _digest(arr, epoch) != digest:
                 raise _Discard(f"{name} does not match the checksum recorded with the checkpoint")
-        if set(state.get("digests") or {}) != {"loss.npy", "correct.npy"}:
+        if set(state.get("digests") or {}) != {f"{name}.npy" for name in CURVES}:
             raise _Discard(f"{ckpt.name} has no checksums of the trajectories")
         return state
 
     def history(self, *, upto: int | None = None, what: str = "loss") -> np.ndarray:
-        """Recorded trajectories of the completed epochs: (N, t) float32 loss or bool correct."""
+        """Recorded curves of the completed epochs: (N, t) float32 ``loss``, bool ``correct`` or
+        float32 ``margin``."""
         t = self.epoch if upto is None else min(upto, self.epoch)
-        mm = self.loss_mm if what == "loss" else self.correct_mm
-        return np.asarray(mm[:, :t])
+        return np.asarray(self.curves[what][:, :t])
 
     # --- checkpoints ----------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
-        self.loss_mm.flush()
-        self.correct_mm.flush()
+        for mm in self.curves.values():
+            mm.flush()
         state = {
             "epoch": self.epoch,
-            # what a resume verifies: the completed epochs of both trajectory files
-            "digests": {
-                "loss.npy": _digest(self.loss_mm, self.epoch),
-                "correct.npy": _digest(self.correct_mm, self.epoch),
-            },
+            # what a resume verifies: the completed epochs of every trajectory file
+            "digests": {f"{n}.npy": _digest(mm, self.epoch) for n, mm in self.curves.items()},
+            "probs": {str(k): torch.as_tensor(v) for k, v in self.probs_at.items()},
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
             "gen": self.gen.get_state(),
@@ -337,6 +380,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.metrics = list(state["metrics"])
         self.method.load_state_dict(state["method"])
+        self.probs_at = {int(k): v.cpu().numpy() for k, v in state["probs"].items()}
         self.log(f"resuming from {self.workdir} after epoch {self.epoch}/{self.s.epochs}")
 
     # --- passes ---------------------------------------------------------------------------
@@ -355,37 +399,80 @@ class Trainer:
         with frozen_batchnorm_stats(self.model), self._autocast():
             return self.forward_model(x)
 
+    @torch.no_grad()
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` in eval mode (running BatchNorm statistics), the mode restored."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            with self._autocast():
+                return self.model(x)
+        finally:
+            self.model.train(was)
+
     @torch.inference_mode()
-    def evaluate(
-        self, src: TensorSource, *, augment: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example loss (N,) and correctness (N,) of the model on ``src`` in eval mode.
+    def evaluate_curves(
+        self,
+        src: TensorSource,
+        *,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        rows: torch.Tensor | None = None,
+        probs: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """The curves' values (:data:`CURVES`) of the model on ``src`` in eval mode: (N,) each,
+        or (R,) for the positions ``rows`` only; with ``probs``, also the softmax (N, C).
 
         Runs a copy of the model with its BatchNorms folded into the convs (the same function
         in eval mode, one pass over the activations less; see :func:`fold_batchnorm`).
         """
         self.model.eval()
         model = fold_batchnorm(self.model)
-        losses = torch.empty(len(src), device=self.device)
-        correct = torch.empty(len(src), dtype=torch.bool, device=self.device)
-        for idx in torch.arange(len(src), device=self.device).split(self.s.eval_batch_size):
-            x, y = src.batch(idx, augment=augment, generator=generator)
+        positions = torch.arange(len(src), device=self.device) if rows is None else rows
+        out: dict[str, torch.Tensor] = {
+            name: torch.empty(len(positions), dtype=_TORCH[dtype.kind], device=self.device)
+            for name, dtype in CURVES.items()
+        }
+        for part in torch.arange(len(positions), device=self.device).split(self.s.eval_batch_size):
+            x, y = src.batch(positions[part], augment=augment, generator=generator)
             with self._autocast():
                 logits = model(x)
-            losses[idx] = F.cross_entropy(logits.float(), y, reduction="none")
-            correct[idx] = logits.argmax(1) == y
-        return losses, correct
+            for name, value in curve_values(logits, y).items():
+                out[name][part] = value
+            if probs:
+                p = torch.softmax(logits.float(), dim=1)
+                if "probs" not in out:
+                    out["probs"] = torch.empty(len(positions), p.shape[1], device=self.device)
+                out["probs"][part] = p
+        return out
 
-    def _train_epoch(
-        self, epoch: int
-    ) -> tuple[float, torch.Tensor | None, torch.Tensor | None, _SpanTimer]:
-        """One training pass: mean loss, online-recorded loss/correctness (or None) and the
+    def evaluate(
+        self,
+        src: TensorSource,
+        *,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example loss and correctness of the model on ``src`` in eval mode (see
+        :meth:`evaluate_curves`)."""
+        c = self.evaluate_curves(src, augment=augment, generator=generator, rows=rows)
+        return c["loss"], c["correct"]
+
+    def _train_epoch(self, epoch: int) -> tuple[float, dict[str, torch.Tensor] | None, _SpanTimer]:
+        """One training pass: mean loss, the online-recorded curves' values (or None) and the
         time spent on online recording inside the pass."""
         self.model.train()
         online = self.s.record == "online"
         recording = _SpanTimer(self.device)
-        ep_loss = torch.full((self.n,), float("nan"), device=self.device) if online else None
-        ep_correct = torch.zeros(self.n, dtype=torch.bool, device=self.device) if online else None
+        ep = None
+        if online:  # NaN / False / -1: rows the pass did not train on (selection)
+            ep = {
+                name: torch.full(
+                    (self.n,), _EMPTY[dtype.kind], dtype=_TORCH[dtype.kind], device=self.device
+                )
+                for name, dtype in CURVES.items()
+            }
         perm = torch.randperm(self.n, device=self.device, generator=self.gen)
         batches = perm.split(self.s.batch_size)
         total, count = torch.zeros((), device=self.device), 0
@@ -417,11 +504,10 @@ class Trainer:
             if online:
                 recording.start()
                 with torch.no_grad():
-                    rec = logits.detach()
-                    ep_loss[idx] = F.cross_entropy(rec.float(), y, reduction="none")
-                    ep_correct[idx] = rec.argmax(1) == y
+                    for name, value in curve_values(logits.detach(), y).items():
+                        ep[name][idx] = value
                 recording.stop()
-        return float(total) / max(count, 1), ep_loss, ep_correct, recording
+        return float(total) / max(count, 1), ep, recording
 
     # --- main loop ------------------------------------------------------------------------
     def fit(self, *, stop_after_epoch: int | None = None) -> TrainResult:
@@ -436,30 +522,41 @@ class Trainer:
             self.method.on_epoch_start(self, e)
             self._sync()
             t0 = time.perf_counter()
-            train_loss, ep_loss, ep_correct, online_timer = self._train_epoch(e)
+            train_loss, ep, online_timer = self._train_epoch(e)
             self._sync()
             t1 = time.perf_counter()
             online_s = online_timer.seconds()  # recording work inside the training pass
+            want_probs = (e + 1) in self.s.record_probs
             if self.s.record == "eval":
                 g = torch.Generator(device=self.device)
                 g.manual_seed(self.seed * 100_003 + e)  # own stream: resuming does not shift it
-                ep_loss, ep_correct = self.evaluate(
-                    self.train_src, augment=self.s.record_augment, generator=g
+                ep = self.evaluate_curves(
+                    self.train_src, augment=self.s.record_augment, generator=g, probs=want_probs
                 )
-            if ep_loss is not None:
-                if self.s.record == "online" and torch.isnan(ep_loss).any():
-                    # examples not trained on this epoch (selection) keep their last loss and
-                    # correctness; in the first epoch there is none, so an eval pass gives it
+            if ep is not None:
+                if self.s.record == "online" and torch.isnan(ep["loss"]).any():
+                    # examples not trained on this epoch (selection) keep their last values;
+                    # in the first epoch there are none, so an eval pass gives them
+                    missing = torch.isnan(ep["loss"])
                     if e:
-                        prev_loss = torch.as_tensor(self.loss_mm[:, e - 1], device=self.device)
-                        prev_ok = torch.as_tensor(self.correct_mm[:, e - 1], device=self.device)
+                        prev = {
+                            n: torch.as_tensor(mm[:, e - 1], device=self.device)
+                            for n, mm in self.curves.items()
+                        }
                     else:
-                        prev_loss, prev_ok = self.evaluate(self.train_src)
-                    missing = torch.isnan(ep_loss)
-                    ep_loss = torch.where(missing, prev_loss, ep_loss)
-                    ep_correct = torch.where(missing, prev_ok, ep_correct)
-                self.loss_mm[:, e] = ep_loss.float().cpu().numpy()
-                self.correct_mm[:, e] = ep_correct.cpu().numpy()
+                        prev = self.evaluate_curves(self.train_src)
+                    ep = {n: torch.where(missing, prev[n], ep[n]) for n in CURVES}
+                if self.s.record == "online" and self.eval_rows is not None:
+                    # these rows (the authors' probes) are recorded by an eval pass instead
+                    rec = self.evaluate_curves(self.train_src, rows=self.eval_rows)
+                    for name in CURVES:
+                        ep[name][self.eval_rows] = rec[name]
+                for name, mm in self.curves.items():
+                    mm[:, e] = ep[name].cpu().numpy()
+            if want_probs:  # e.g. EL2N's early epoch: the eval pass's softmax of every row
+                if ep is None or "probs" not in ep:
+                    ep = self.evaluate_curves(self.train_src, probs=True)
+                self.probs_at[e + 1] = ep["probs"].cpu().numpy()
             self._sync()
             t2 = time.perf_counter()
             test_acc = None
@@ -494,7 +591,8 @@ class Trainer:
                 and self.epoch < self.s.epochs
             ):
                 raise _Interrupt(f"stopped after epoch {self.epoch}")
-        loss, correct = np.array(self.loss_mm), np.array(self.correct_mm)
+        curves = {name: np.array(mm) for name, mm in self.curves.items()}
+        loss, correct = curves["loss"], curves["correct"]
         if self.s.record != "none" and not np.isfinite(loss).all():
             raise DataError("recorded trajectories contain NaN or inf losses")
         if self.test_src is not None and self.test_correct is None:  # resumed after the last epoch
@@ -505,6 +603,12 @@ class Trainer:
             metrics=self.summary(),
             model=self.model,
             test_correct=self.test_correct,
+            arrays={
+                **{f"probs_e{k}": v for k, v in self.probs_at.items()},
+                **self.method.outputs(self),
+            },
+            margin=curves["margin"],
+            pred=curves["pred"],
         )
 
     def summary(self) -> dict[str, Any]:

@@ -39,8 +39,23 @@ class Family:
     dvc_plots: Callable[[Config], dict[str, dict[str, Any]]]
 
 
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call: a family's ``FAMILY`` loads without its
+    steps' imports (torch, pandas), which the Snakefile and the CLI's start-up never need."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
 # name -> package, in report order
-FAMILIES: dict[str, str] = {"audit": "mapd.experiments.audit"}
+FAMILIES: dict[str, str] = {
+    "audit": "mapd.experiments.audit",
+    "noise": "mapd.experiments.noise",
+    "detection": "mapd.experiments.detection",
+}
 
 
 def family(name: str) -> Family:

@@ -58,7 +58,10 @@ def method_for(settings: dict[str, Any]) -> Method:
 
 
 # the built-in methods register themselves on import
-from mapd.methods import erm as _erm  # noqa: E402, F401
+from mapd.methods import ce as _ce  # noqa: E402, F401
+from mapd.methods import correction as _correction  # noqa: E402, F401
+from mapd.methods import dynamic as _dynamic  # noqa: E402, F401
 from mapd.methods import mixup as _mixup  # noqa: E402, F401
+from mapd.methods import reed as _reed  # noqa: E402, F401
 
 __all__ = ["METHODS", "Method", "build_method", "method_for", "register_method"]

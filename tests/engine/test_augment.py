@@ -146,3 +146,21 @@ def test_read_only_labels_are_copied_without_warning() -> None:
     np.testing.assert_array_equal(src.labels.numpy(), labels)
     src.labels[0] = 2  # writable, and not the caller's array
     assert labels[0] == 0
+
+
+def test_fixed_rows_are_never_augmented_and_do_not_shift_the_others() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(12) % 3
+    fixed = np.zeros(12, dtype=bool)
+    fixed[[1, 4, 9]] = True
+    dev = torch.device("cpu")
+    plain = TensorSource(images, labels, device=dev, crop_padding=2, flip=True)
+    probes = TensorSource(images, labels, device=dev, crop_padding=2, flip=True, fixed_rows=fixed)
+    idx = torch.arange(12)
+    a, _ = plain.batch(idx, augment=True, generator=torch.Generator().manual_seed(5))
+    b, _ = probes.batch(idx, augment=True, generator=torch.Generator().manual_seed(5))
+    clean, _ = plain.batch(idx, augment=False)
+    torch.testing.assert_close(b[fixed], clean[fixed])  # centre crop, no flip
+    torch.testing.assert_close(b[~fixed], a[~fixed])  # the same draws for every other row
+    assert not torch.equal(a[fixed], clean[fixed])  # augmentation did change them in `plain`

@@ -127,7 +127,7 @@ def test_kill_and_resume_in_process_is_bitwise_identical(data, reference, tmp_pa
 
 
 # A child process trains with a hook that stalls inside epoch 3 (after its trajectory column is
-# written, before its checkpoint); the test SIGKILLs it there. ``name = "erm"`` keeps the
+# written, before its checkpoint); the test SIGKILLs it there. ``name = "ce"`` keeps the
 # settings signature of plain training, so a plain re-run resumes the killed run.
 CHILD = """
 import json, sys, time
@@ -137,7 +137,7 @@ from mapd.engine.run import train_trajectories
 from mapd.engine.method import Method
 
 class StallInEpoch3(Method):
-    name = "erm"
+    name = "ce"
     def on_epoch_end(self, trainer, epoch):
         if epoch == 2:
             print("STALLED", flush=True)
@@ -524,3 +524,49 @@ def test_a_resume_at_another_thread_count_restarts(data, tmp_path: Path) -> None
     full = _run(data, tmp_path / "one-thread")
     _restarts_cleanly(data, work, full, "threads 2 -> 1")
     assert full.metrics["threads"] == 1
+
+
+def test_eval_rows_are_recorded_by_an_eval_pass_under_online_recording(
+    data, tmp_path: Path
+) -> None:
+    rows = np.array([3, 17, 40, 41, 99])
+    online = _run(data, tmp_path / "o", train={"record": "online"}, eval_rows=rows)
+    evaluated = _run(data, tmp_path / "e", train={"record": "eval"})
+    plain = _run(data, tmp_path / "p", train={"record": "online"})
+    # recording does not change training: the eval rows equal the eval pass's values...
+    np.testing.assert_allclose(online.loss[rows], evaluated.loss[rows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(online.correct[rows], evaluated.correct[rows])
+    # ...and the other rows keep the training forward's values
+    others = np.setdiff1d(np.arange(N), rows)
+    np.testing.assert_array_equal(online.loss[others], plain.loss[others])
+    assert not np.allclose(plain.loss[rows], evaluated.loss[rows])
+
+
+def test_recorded_margin_and_probabilities_match_the_model(data, tmp_path: Path) -> None:
+    """The margin (logit of the label minus the largest other logit) comes from the same pass
+    as the loss; the last epoch's equals the final model's, recomputed here."""
+    from mapd.engine.run import make_sources
+
+    images, labels = data
+    res = _run(data, tmp_path / "m", train={"record": "eval", "record_probs": [2]})
+    assert res.margin.shape == res.loss.shape and res.margin.dtype == np.float32
+    src, _ = make_sources(
+        images, labels, train={**TRAIN, "record": "eval"}, device=torch.device("cpu")
+    )
+    x, y = src.batch(torch.arange(N), augment=False)
+    model = res.model.eval()
+    with torch.no_grad():
+        logits = model(x).float()
+    given = logits[torch.arange(N), y]
+    other = logits.clone()
+    other[torch.arange(N), y] = -torch.inf
+    expected = (given - other.max(1).values).numpy()
+    np.testing.assert_allclose(res.margin[:, -1], expected, rtol=1e-4, atol=1e-4)
+    assert ((res.margin[:, -1] > 0) == res.correct[:, -1]).all()  # positive margin = correct
+    probs = res.arrays["probs_e2"]
+    assert probs.shape == (N, 10)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    # the same pass: -log p(label) at epoch 2 is the recorded loss of epoch 2
+    np.testing.assert_allclose(
+        -np.log(probs[np.arange(N), labels]), res.loss[:, 1], rtol=1e-4, atol=1e-5
+    )

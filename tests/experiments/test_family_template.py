@@ -111,7 +111,7 @@ def test_toy_method_and_score_run_through_the_engine_and_the_steps(
     raw["defaults"]["train"]["method"] = "toy_scaled"
     raw["defaults"]["methods"] = {"toy_scaled": {"factor": 0.5}}
     raw["defaults"]["scores"] = {"toy_last": {"power": 2.0}}
-    raw["defaults"]["assign"] = {"scores": ["toy_last", "mapd"]}
+    raw["defaults"]["assign"] = {"scores": ["toy_last", "mapd_knn", "mapd"]}
     cfg = validate_config({**raw, "results": str(tmp_path / "res")})
     # the schema filled the test-only sections, with their own defaults where not given
     assert cfg["defaults"]["methods"]["toy_scaled"] == {"factor": 0.5}
@@ -129,7 +129,7 @@ def test_toy_method_and_score_run_through_the_engine_and_the_steps(
         0,
         lay.probes("digits", 0),
         lay.run("digits", 0),
-        lay.partial("run", "digits", 0),
+        lay.partial(lay.run("digits", 0)),
     )
     steps.assign(
         cfg, "digits", lay.probes("digits", 0), lay.run("digits", 0), lay.assign("digits", 0)
@@ -144,7 +144,7 @@ def test_toy_method_and_score_run_through_the_engine_and_the_steps(
     np.testing.assert_allclose(
         md["score_toy_last"], np.asarray(run.loss[:, -1], np.float64) ** 2, rtol=1e-12
     )
-    np.testing.assert_array_equal(md["score_mapd"], md["p_random_labels"])
+    np.testing.assert_array_equal(md["score_mapd_knn"], md["p_random_labels"])
 
 
 def test_audit_numbers_equal_those_recorded_on_main_before_the_house(tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ def test_the_audit_is_the_first_family_and_can_be_switched_off() -> None:
     assert active(off) == []
     assert all_jobs(off) == [("data", "digits")]
     steps_of = {s for s, _ in all_jobs(cfg)}
-    assert steps_of == {"data", "cscores", "probes", "train", "assign", "figures"}
+    assert steps_of == {"data", "cscores", "probes", "train", "assign", "figures", "issues"}
 
 
 def test_dvc_yaml_is_the_generated_one(repo_root: Path) -> None:

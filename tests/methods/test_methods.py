@@ -44,7 +44,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 def test_every_method_of_the_schema_is_registered_and_back() -> None:
     assert set(schema()["definitions"]["methods"]["properties"]) == set(METHODS)
-    assert {"erm", "mixup"} <= set(METHODS)
+    assert {"ce", "mixup"} <= set(METHODS)
     with pytest.raises(ConfigError, match="unknown training method 'nope'"):
         build_method("nope")
 

@@ -23,7 +23,7 @@ rule probes:
         "--seed {wildcards.seed} --cscores {input.cscores:q} --out {output:q}"
 
 
-# A killed job resumes from its checkpoint in L.partial("run", ...) when the rule runs again.
+# A killed job resumes from its checkpoint in L.partial(L.run(...)) when the rule runs again.
 rule train:
     input:
         probes=L.probes(),
@@ -33,7 +33,7 @@ rule train:
         mapd=MAPD,
         config=CONFIG,
         train=lambda w: settings(w, "train"),
-        partial=lambda w: L.partial("run", w.dataset, w.seed),
+        partial=lambda w: L.partial(L.run(w.dataset, w.seed)),
     conda:
         "../envs/mapd.yaml"
     log:
@@ -101,6 +101,34 @@ rule figures:
         "{params.mapd} --log {log:q} --exit-with-parent "
         "figures --probes {input.probes:q} --runs {input.runs:q} --assign {input.assign:q} "
         "--out {params.out:q}"
+
+
+rule label_issues:
+    input:
+        probes=lambda w: per_seed(L.probes, w.dataset),
+        runs=lambda w: per_seed(L.run, w.dataset),
+        assign=lambda w: per_seed(L.assign, w.dataset),
+    output:
+        directory(L.issues()),
+    params:
+        mapd=MAPD,
+        config=CONFIG,
+        issues=lambda w: fingerprint(CFG["audit"]["label_issues"]),
+    conda:
+        "../envs/mapd.yaml"
+    log:
+        L.log("issues", dataset_job()),
+    benchmark:
+        L.timing("issues", dataset_job())
+    shell:
+        "{params.mapd} --log {log:q} --exit-with-parent "
+        "issues --config {params.config:q} --dataset {wildcards.dataset:q} "
+        "--probes {input.probes:q} --runs {input.runs:q} --assign {input.assign:q} --out {output:q}"
+
+
+rule issues:
+    input:
+        [L.issues(d) for d in DATASETS],
 
 
 rule all_probes:

@@ -65,6 +65,61 @@ def settings(wildcards, section):
     return section_fingerprint(dataset_settings(CFG, wildcards.dataset), section)
 
 
+def noise_suite_settings(wildcards):
+    """What a noise cell's training set depends on (a rerun trigger): injection, probes, data."""
+    n = CFG["noise"]
+    return fingerprint(
+        {"injection": n["injection"], "probes": n["probes"], "data": settings(wildcards, "probes")}
+    )
+
+
+def noise_train_settings(wildcards):
+    """What a noise run depends on besides its method and training set (a rerun trigger)."""
+    n = CFG["noise"]
+    return fingerprint(
+        {"record": n["record"], "train": n["train"], "data": settings(wildcards, "train")}
+    )
+
+
+def noise_method_settings(wildcards):
+    """The settings section of a noise run's method (a rerun trigger)."""
+    return fingerprint(dataset_settings(CFG, wildcards.dataset)["methods"][wildcards.method])
+
+
+def noise_reference_option(wildcards, input):
+    return f"--reference {shlex.quote(input.reference)}" if input.reference else ""
+
+
+def noise_reference(wildcards):
+    """forward/backward's input: the ce run of the same cell (its model gives the matrix)."""
+    if wildcards.method not in ("forward", "backward"):
+        return []
+    return L.noise_run(wildcards.dataset, wildcards.level, "ce", 0, wildcards.seed)
+
+
 def per_seed(pattern_fn, dataset):
     """One path per seed of a data set, e.g. per_seed(L.run, "digits")."""
     return [pattern_fn(dataset, s) for s in SEEDS]
+
+
+# detection (workflow/rules/detection.smk)
+def det_cscores(wildcards):
+    cats = CFG["detection"]["probes"]["categories"]
+    return L.cscores(wildcards.dataset) if {"typical", "atypical"} & set(cats) else []
+
+
+def det_cscores_option(wildcards, input):
+    return f"--cscores {shlex.quote(input.cscores)}" if input.cscores else ""
+
+
+def det_settings(wildcards):
+    """What a detection run depends on (a rerun trigger): the experiment's section, the data."""
+    d = CFG["detection"]
+    return fingerprint(
+        {"detection": {k: d[k] for k in ("sources", "probes", "train", "early_epoch", "folds")},
+         "data": settings(wildcards, "train")}
+    )
+
+
+def det_cell(rule_input, wildcards):
+    return L.det(rule_input, wildcards.dataset, wildcards.source, wildcards.seed)

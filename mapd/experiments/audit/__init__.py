@@ -11,14 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from mapd.config import dataset_settings
-from mapd.experiments import Family
+from mapd.experiments import Family, lazy
 from mapd.paths import Layout, dataset_job, seed_job
 
 
 def jobs(config: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     for d in config["datasets"]:
-        out += [("cscores", dataset_job(d)), ("figures", dataset_job(d))]
+        out += [
+            ("cscores", dataset_job(d)),
+            ("figures", dataset_job(d)),
+            ("issues", dataset_job(d)),
+        ]
         for s in config["seeds"]:
             out += [(step, seed_job(d, s)) for step in ("probes", "train", "assign")]
     return out
@@ -27,6 +31,7 @@ def jobs(config: dict[str, Any]) -> list[tuple[str, str]]:
 def targets(config: dict[str, Any]) -> list[str]:
     lay = Layout.of(config)
     out = [lay.figure(d, f"fig{n}.png") for d in config["datasets"] for n in (3, 4)]
+    out += [lay.issues(d) for d in config["datasets"]]
     return out + [lay.assign(d, s) for d in config["datasets"] for s in config["seeds"]]
 
 
@@ -49,6 +54,7 @@ def preflight(config: dict[str, Any]) -> None:
 
 def run(config: dict[str, Any]) -> None:
     from mapd.experiments.audit import steps
+    from mapd.experiments.audit.issues import issues
 
     lay = Layout.of(config)
     for name in config["datasets"]:
@@ -64,34 +70,24 @@ def run(config: dict[str, Any]) -> None:
                 seed,
                 lay.probes(name, seed),
                 lay.run(name, seed),
-                lay.partial("run", name, seed),
+                lay.partial(lay.run(name, seed)),
             )
             steps.assign(
                 config, name, lay.probes(name, seed), lay.run(name, seed), lay.assign(name, seed)
             )
-        steps.figures(
+        per_seed = (
             [lay.probes(name, s) for s in config["seeds"]],
             [lay.run(name, s) for s in config["seeds"]],
             [lay.assign(name, s) for s in config["seeds"]],
-            lay.figures(name),
         )
-
-
-def _metrics(config: dict[str, Any]) -> dict[str, Any]:
-    from mapd.experiments.audit.report import metrics
-
-    return metrics(config)
-
-
-def _sections(config: dict[str, Any], workdir: Any) -> list[dict[str, Any]]:
-    from mapd.experiments.audit.report import sections
-
-    return sections(config, workdir)
+        steps.figures(*per_seed, lay.figures(name))
+        issues(config, name, *per_seed, lay.issues(name))
 
 
 def dvc_outs(config: dict[str, Any]) -> list[str]:
     lay = Layout.of(config)
-    return [lay.folder(kind) for kind in ("summary", "cscores", "probes", "run", "assign")]
+    kinds = ("summary", "cscores", "probes", "run", "assign", "issues")
+    return [lay.folder(kind) for kind in kinds]
 
 
 def dvc_plots(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -111,8 +107,8 @@ FAMILY = Family(
     targets=targets,
     preflight=preflight,
     run=run,
-    metrics=_metrics,
-    sections=_sections,
+    metrics=lazy("mapd.experiments.audit.report", "metrics"),
+    sections=lazy("mapd.experiments.audit.report", "sections"),
     dvc_outs=dvc_outs,
     dvc_plots=dvc_plots,
 )

@@ -73,6 +73,8 @@ def dataset_section(
     gallery_dir: Path,
     per_category: int,
     train: ImageDataset | None = None,
+    issues: pd.DataFrame | None = None,
+    issues_per_class: int = 0,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """One data set's section: held-out accuracy, training and assignment tables, Figs. 3/4
     (``figures`` holds fig3.png and fig4.png), the surfaced-examples gallery (needs the
@@ -141,6 +143,32 @@ def dataset_section(
         (p, f"Probe examples (cf. Fig. 2): {category_name(c)}")
         for c, p in probe_galleries(suite, gallery_dir / name, per_category=per_category)
     ]
+    tables = [acc_table, train_table, count_table, crosstab]
+    if issues is not None:
+        from mapd.experiments.audit.issues import issue_galleries
+
+        if train is not None:
+            data = first.data_rows()
+            typical = data.set_index("orig_index")["p_typical"] if "p_typical" in data else None
+            images += issue_galleries(
+                train, issues, typical, gallery_dir / f"{name}-issues", per_class=issues_per_class
+            )
+        top = issues.head(20).drop(columns=["path"] if not issues["path"].any() else [])
+        top.attrs["caption"] = (
+            f"The 20 most likely mislabeled of {len(issues)} training examples "
+            "(label_issues.csv ranks them all)"
+        )
+        tables.append(top)
+        from mapd.experiments.audit.issues import truth_metrics
+
+        if (truth := truth_metrics(issues)) is not None:
+            t = pd.DataFrame([{k: round(v, 4) for k, v in truth.items()}])
+            t.attrs["caption"] = (
+                f"The ranking against the truth: {truth['noisy']} of {truth['n']} training "
+                "labels (read from the labels file) differ from the data set's own; AUROC, "
+                "average precision and precision at k = that count"
+            )
+            tables.append(t)
     text = (
         f"{len(seeds)} seed(s): {', '.join(str(s) for s, *_ in seeds)}. Fig. 3: probe learning "
         "dynamics, mean ± std over seeds. Fig. 4: loss trajectories and confusion matrices of "
@@ -152,13 +180,14 @@ def dataset_section(
         "heading": f"Data set: {name}",
         "text": text,
         "images": images,
-        "tables": [acc_table, train_table, count_table, crosstab],
+        "tables": tables,
     }
     return section, accuracies
 
 
 def sections(config: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
     """The audit's part of the report: a summary table, then one section per data set."""
+    from mapd.experiments.audit.issues import read_issues
     from mapd.pipeline import load_split
 
     lay = Layout.of(config)
@@ -176,6 +205,8 @@ def sections(config: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
             gallery_dir=workdir,
             per_category=config["report"]["gallery_per_category"],
             train=load_split(config, name, "train"),
+            issues=read_issues(lay.issues(name)),
+            issues_per_class=config["audit"]["label_issues"]["gallery"],
         )
         parts.append(section)
         summary_rows.append(

@@ -24,7 +24,7 @@ from mapd.methods import method_for
 from mapd.outputs import Assignment, Run
 from mapd.pipeline import eval_split, fit_run, load_split, log
 from mapd.probes import ProbeSuite, build_probe_suite
-from mapd.scores import SCORES, Inputs, compute_score
+from mapd.scores import SCORES, Inputs, compute_score, probe_references
 
 # --- in-memory cores (shared with mapd.api.audit) ---------------------------------------------
 
@@ -54,38 +54,53 @@ def build_suite(
         probe_size=train["image_size"],
         probe_resize=train["resize"],
         workers=train["workers"],
+        keep_sources=p["keep_sources"],
     )
     suite.meta["settings"] = p
     return suite
 
 
 def suite_scores(
-    loss: np.ndarray, table: pd.DataFrame, settings: dict[str, Any], categories: list[str]
+    loss: np.ndarray,
+    table: pd.DataFrame,
+    settings: dict[str, Any],
+    categories: list[str],
+    *,
+    margin: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The configured per-example scores (``assign/scores``) of every row: ``score_<name>``.
 
     Scores that need probes (MAP-D's k-NN) are given the ``probe_train`` rows of ``categories``
     (the assignment's setting) as references, the suspect ones being those of the score's
     ``suspect`` categories and the assignment's ``k``; such a score is left out (and said so)
-    when the setting has none of its suspect categories.
+    when the setting has none of its suspect categories. ``margin`` (N, T), where the run
+    recorded it, goes to the scores that use it (and the probes' rows of it with them).
     """
-    ref_rows, codes = fit_rows(table, categories, "probe_train")
-    ref_cats = np.asarray(categories)[codes]
+    setting_rows, _ = fit_rows(table, categories, "probe_train")
+    probe_rows = np.flatnonzero((table["role"] == "probe_train").to_numpy())
+    category = table["category"].to_numpy()
     out = table[["row"]].copy()
     for name in settings["assign"]["scores"]:
         opts = settings["scores"][name]
-        inputs = Inputs(loss=loss)
+        inputs = Inputs(loss=loss, margin=margin)
         if "probe_suspect" in SCORES[name].needs:
-            if not set(opts["suspect"]) & set(categories):
+            # the k-NN share reads the assignment's probes; a score naming its clean
+            # categories takes those (and its suspect ones) from every training probe
+            candidates = probe_rows if "clean" in opts else setting_rows
+            ref_rows, suspect = probe_references(category, candidates, opts)
+            if suspect.all() or not suspect.any():
+                have = sorted(set(category[candidates]))
                 log(
-                    f"score {name} left out: its suspect categories {opts['suspect']} are not "
-                    f"among the assignment's {categories}"
+                    f"score {name} left out: it needs probes of {opts['suspect']} and of "
+                    f"{opts.get('clean', 'other categories')}; the suite has {have}"
                 )
                 continue
             inputs = Inputs(
                 loss=loss,
+                margin=margin,
                 probe_loss=loss[ref_rows],
-                probe_suspect=np.isin(ref_cats, opts["suspect"]),
+                probe_margin=None if margin is None else margin[ref_rows],
+                probe_suspect=suspect,
             )
             opts = {**opts, "k": settings["assign"]["k"]}  # MAP-D's one k (assign/k)
         out[f"score_{name}"] = compute_score(name, inputs, **opts)
@@ -93,7 +108,11 @@ def suite_scores(
 
 
 def assign_run(
-    loss: np.ndarray, suite: ProbeSuite, settings: dict[str, Any]
+    loss: np.ndarray,
+    suite: ProbeSuite,
+    settings: dict[str, Any],
+    *,
+    margin: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Metadata of every row (Eqs. 6-7) plus the configured scores, and the held-out check of
     every setting whose categories were built (Fig. 4)."""
@@ -107,7 +126,7 @@ def assign_run(
             )
     cats = a["settings"][a["use"]]
     meta = assign_metadata(loss, suite.table, categories=cats, k=a["k"])
-    scores = suite_scores(loss, suite.table, settings, cats)
+    scores = suite_scores(loss, suite.table, settings, cats, margin=margin)
     meta = meta.merge(scores, on="row", how="left", validate="one_to_one")
     return meta, held
 
@@ -193,7 +212,8 @@ def assign(
     s = dataset_settings(config, name)
     suite = ProbeSuite.load(probes_dir)
     run = Run.load(run_dir, rows=len(suite))
-    meta, held = assign_run(run.finite_loss(), suite, s)
+    margin = np.asarray(run.margin) if (Path(run_dir) / "margin.npy").is_file() else None
+    meta, held = assign_run(run.finite_loss(), suite, s, margin=margin)
     for setting, res in held["settings"].items():
         log(f"{name}: held-out probe accuracy ({setting}) = {res['accuracy']:.3f}")
     Assignment.save(out, metadata=meta, heldout=held)

@@ -1,4 +1,4 @@
-"""Empirical risk minimisation with cross-entropy: the engine's base method, by name."""
+"""Cross-entropy on the given labels (ERM): the engine's base method, by name."""
 
 from __future__ import annotations
 
@@ -7,5 +7,5 @@ from mapd.methods import register_method
 
 
 @register_method
-class ERM(Method):
-    name = "erm"
+class CrossEntropy(Method):
+    name = "ce"
