@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,12 +53,19 @@ def cmd_probes(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from mapd.config import dataset_settings
+    from mapd.engine import distributed
     from mapd.experiments.audit import steps
     from mapd.paths import Layout
 
     cfg = _config(args)
     partial = args.partial or Layout.of(cfg).partial(Layout.of(cfg).run(args.dataset, args.seed))
-    steps.train(cfg, args.dataset, args.seed, args.probes, args.out, partial)
+    processes = dataset_settings(cfg, args.dataset)["train"]["processes"]
+    if processes > 1 and not distributed.launched():  # data parallel: this command P times
+        distributed.launch(processes, args.argv, device=cfg["device"])
+        return
+    with distributed.process_group(cfg["device"]):
+        steps.train(cfg, args.dataset, args.seed, args.probes, args.out, partial)
 
 
 def cmd_assign(args: argparse.Namespace) -> None:
@@ -93,6 +101,15 @@ def cmd_dvc(args: argparse.Namespace) -> None:
         write_dvc_yaml(cfg, config_file=args.config, out=args.out)
     else:
         print(dvc_yaml(cfg, config_file=args.config), end="")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from mapd.config import load_config
+    from mapd.plan import render
+
+    measured = load_config(args.measured)
+    gpus = args.gpus or measured["report"]["plan"]["gpus"]
+    print(render(args.config, load_config(args.config), args.measured, measured, gpus))
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
@@ -178,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-with-parent",
         action="store_true",
         help="exit when the launching process dies (workflow jobs: no orphan finishes later)",
+    )
+    p.add_argument(
+        "--gpus",
+        dest="gpu_slots",
+        type=int,
+        default=0,
+        metavar="K",
+        help="take K free GPUs of this host (a lock per device) and run on them only "
+        "(CUDA_VISIBLE_DEVICES): jobs started side by side never share a GPU; 0 = no GPU",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -274,6 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output file (default: print)")
 
     sp = add(
+        "plan",
+        cmd_plan,
+        "expected GPU-hours and wall time of a config's grid, from a measured run's timings",
+        config=False,
+    )
+    sp.add_argument("--config", required=True, help="the config to plan (e.g. config/paper.yaml)")
+    sp.add_argument(
+        "--measured",
+        required=True,
+        help="the config of a finished run whose timings/ and logs/ are the measurements",
+    )
+    sp.add_argument(
+        "--gpus", type=positive_int, help="GPUs to plan the wall time for (default: report/plan)"
+    )
+
+    sp = add(
         "audit",
         cmd_audit,
         "the whole audit in one process: a config, or just an image folder",
@@ -331,7 +373,9 @@ def _add_family_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """Each experiment family's own subcommands (``mapd noise-train``, ...), which take the
     validated config as their second argument."""
     from mapd.experiments.detection import cli as detection_cli
+    from mapd.experiments.groups import cli as groups_cli
     from mapd.experiments.noise import cli as noise_cli
+    from mapd.experiments.prioritized import cli as prioritized_cli
 
     def add_with_config(name: str, fn, help: str) -> argparse.ArgumentParser:
         return add(name, lambda args: fn(args, _config(args)), help)
@@ -339,6 +383,8 @@ def _add_family_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     ints = {"positive": positive_int, "non_negative": non_negative_int}
     noise_cli.add_commands(add_with_config, ints)
     detection_cli.add_commands(add_with_config, ints)
+    prioritized_cli.add_commands(add_with_config, ints)
+    groups_cli.add_commands(add_with_config, ints)
 
 
 # outputs each subcommand writes, checked to be writable before any work
@@ -362,6 +408,16 @@ _OUTPUTS = {
     "det-scores": ("out", "scores folder"),
     "det-table": ("out", "table file"),
     "det-figures": ("out", "figures folder"),
+    "prio-data": ("out", "training-pool folder"),
+    "prio-holdout": ("out", "run folder"),
+    "prio-train": ("out", "run folder"),
+    "prio-table": ("out", "table file"),
+    "prio-figures": ("out", "figures folder"),
+    "groups-erm": ("out", "run folder"),
+    "groups-scores": ("out", "scores folder"),
+    "groups-retrain": ("out", "run folder"),
+    "groups-tables": ("detection", "table file"),
+    "groups-figures": ("out", "figures folder"),
 }
 
 
@@ -382,12 +438,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mapd.runtime import exit_with_parent, log_to, terminate_cleanly, writable_output
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start data-parallel ranks
     terminate_cleanly()
     if args.exit_with_parent:
         exit_with_parent()
     try:
         with log_to(args.log, job=_job(args)):
             try:
+                if args.gpu_slots and "LOCAL_RANK" not in os.environ:  # before CUDA starts; ranks
+                    # of a data-parallel job inherit their launcher's devices
+                    from mapd.slots import pin_gpus
+
+                    pin_gpus(args.gpu_slots, log=lambda m: print(m, file=sys.stderr, flush=True))
                 if args.command in _OUTPUTS:
                     attr, what = _OUTPUTS[args.command]
                     writable_output(getattr(args, attr), what=what)

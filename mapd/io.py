@@ -131,3 +131,26 @@ def load_table(path: str | os.PathLike) -> pd.DataFrame:
         return pd.read_csv(path)
     except Exception as e:  # pyarrow and pandas raise many types for a corrupt file
         raise DataError(f"corrupt table {path}: {e}") from e
+
+
+def save_figure(
+    fig: Any,
+    out_dir: str | os.PathLike,
+    stem: str,
+    data: pd.DataFrame | None = None,
+    *,
+    dpi: int = 110,
+) -> dict[str, str]:
+    """A matplotlib figure as ``<stem>.png`` and ``.svg`` in ``out_dir`` (each atomically), and
+    the table behind it as ``<stem>.csv``; returns the paths by format."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for fmt in ("png", "svg"):
+        with atomic_path(out_dir / f"{stem}.{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
+        paths[fmt] = str(out_dir / f"{stem}.{fmt}")
+    if data is not None:
+        save_table(out_dir / f"{stem}.csv", data)
+        paths["csv"] = str(out_dir / f"{stem}.csv")
+    return paths

@@ -207,9 +207,27 @@ def _resnet50_cifar(*, num_classes: int, in_channels: int, image_size: int) -> n
     return _cifar_stem(_tvm().resnet50(weights=None, num_classes=num_classes), in_channels)
 
 
-def _load_imagenet_resnet50_weights() -> dict[str, torch.Tensor]:
-    """torchvision's ResNet-50 IMAGENET1K_V2 state dict (downloaded once into the hub cache)."""
+def _load_imagenet_resnet50_weights(weights_file: str | None = None) -> dict[str, torch.Tensor]:
+    """torchvision's ResNet-50 IMAGENET1K_V2 state dict: from ``weights_file`` (a local copy the
+    user provides, the way for machines without internet) or downloaded once into the hub cache."""
     weights = _tvm().ResNet50_Weights.IMAGENET1K_V2
+    if weights_file is not None:
+        from pathlib import Path
+
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"resnet50: weights_file {str(path)!r} does not exist. Download "
+                f"{weights.url} (torchvision's IMAGENET1K_V2) and give its path, or use "
+                "pretrained: false."
+            )
+        try:  # plain data only: a weights file never runs code
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, garbage or pickled objects: torch raises many types
+            raise ConfigError(
+                f"resnet50: weights_file {str(path)!r} is not a readable state dict "
+                f"({type(e).__name__}: {e})"
+            ) from e
     try:
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as e:  # no network, HTTP error, bad hash, truncated file, ...
@@ -224,16 +242,24 @@ def _load_imagenet_resnet50_weights() -> dict[str, torch.Tensor]:
 
 
 def _resnet50(
-    *, num_classes: int, in_channels: int, image_size: int, pretrained: bool = False
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    pretrained: bool = False,
+    weights_file: str | None = None,
 ) -> nn.Module:
-    """ImageNet-stem ResNet-50; with ``pretrained`` the ImageNet weights except a new ``fc``."""
+    """ImageNet-stem ResNet-50; with ``pretrained`` the ImageNet weights (from ``weights_file``
+    when given) except a new ``fc``."""
     model = _tvm().resnet50(weights=None)
+    if weights_file is not None and not pretrained:
+        raise ConfigError("resnet50: weights_file is given but pretrained is false")
     if pretrained:
         if in_channels not in (1, 3):
             raise ConfigError(
                 f"resnet50: pretrained weights need in_channels 1 or 3, got {in_channels}"
             )
-        model.load_state_dict(_load_imagenet_resnet50_weights())
+        model.load_state_dict(_load_imagenet_resnet50_weights(weights_file))
     if in_channels != 3:
         old = model.conv1
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -461,7 +487,8 @@ def build_model(
         in_channels: channels of the input images (>= 1).
         image_size: side length of the (square) inputs the model will see (>= 8).
         **kwargs: options of the specific model: ``width``/``depth``/``stem_width`` (small_cnn),
-            ``pretrained`` (resnet50), ``style`` (preact_resnet18), ``shortcut`` (resnet32).
+            ``pretrained`` / ``weights_file`` (resnet50), ``style`` (preact_resnet18),
+            ``shortcut`` (resnet32).
 
     Returns:
         A module mapping float (B, in_channels, H, W) to float (B, num_classes) logits.

@@ -32,6 +32,8 @@ TEMPLATES: dict[str, str] = {
     "log": "logs/{step}/{job}.log",
     # Snakemake's `benchmark:` files: wall time and memory of every job (the report's table)
     "timing": "timings/{step}/{job}.tsv",
+    # `mapd plan`: seconds per image of each model's training step on this host (calibration)
+    "calibration": "plan/calibration.json",
     # content-addressed resolved configs, never rewritten (jobs read the one they were given)
     "config": "configs/{digest}.yaml",
     # in-progress state of an output (a run's checkpoint and partial trajectories): the output's
@@ -48,6 +50,18 @@ TEMPLATES: dict[str, str] = {
     "det_fold": "detection/folds/{dataset}/{source}/seed{seed}/fold{fold}",
     "det_scores": "detection/scores/{dataset}/{source}/seed{seed}",
     "det_table": "detection/table.csv",
+    # prioritized training (mapd.experiments.prioritized); scorer e.g. mapd_balanced
+    "prio_data": "prioritized/data/{dataset}/seed{seed}",
+    "prio_holdout": "prioritized/holdout/{dataset}/seed{seed}",
+    "prio_run": "prioritized/runs/{dataset}/{scorer}/seed{seed}",
+    "prio_curves": "prioritized/curves.csv",
+    "prio_table": "prioritized/table.csv",
+    # minority groups (mapd.experiments.groups); detector e.g. jtt, mapd_minority
+    "groups_erm": "groups/erm/{dataset}/seed{seed}",
+    "groups_scores": "groups/scores/{dataset}/seed{seed}",
+    "groups_retrain": "groups/retrain/{dataset}/{detector}/seed{seed}",
+    "groups_detection": "groups/detection.csv",
+    "groups_accuracy": "groups/accuracy.csv",
 }
 
 
@@ -152,6 +166,40 @@ class Layout:
     def det_table(self) -> str:
         return self.path("det_table")
 
+    # --- minority groups ----------------------------------------------------------------------
+    def groups(
+        self,
+        kind: str,
+        dataset: str | None = None,
+        seed: int | str | None = None,
+        detector: str | None = None,
+    ) -> str:
+        """A minority-group output: ``kind`` is erm (the ERM run with train and validation
+        curves), scores (every detector's scores) or retrain (the second stage of a detector)."""
+        return self.path(f"groups_{kind}", dataset=dataset, seed=seed, detector=detector)
+
+    def groups_table(self, kind: str) -> str:
+        """``detection`` (detection metrics) or ``accuracy`` (worst-group / average) CSV."""
+        return self.path(f"groups_{kind}")
+
+    # --- prioritized training -----------------------------------------------------------------
+    def prio(
+        self,
+        kind: str,
+        dataset: str | None = None,
+        seed: int | str | None = None,
+        scorer: str | None = None,
+    ) -> str:
+        """A prioritized-training output: ``kind`` is data (the training rows with their noisy
+        labels, the probes as copies, the holdout rows), holdout (the irreducible-loss model
+        and its loss of every training row) or run (one selecting run)."""
+        return self.path(f"prio_{kind}", dataset=dataset, seed=seed, scorer=scorer)
+
+    def prio_table(self, kind: str = "table") -> str:
+        """``table`` (one row per data set x scorer: accuracy, speed-up) or ``curves`` (test
+        accuracy per epoch, step and second of every run) CSV."""
+        return self.path(f"prio_{kind}")
+
     # --- whole run ------------------------------------------------------------------------------
     def report(self) -> str:
         return self.path("report")
@@ -168,6 +216,9 @@ class Layout:
 
     def timing(self, step: str, job: str | None = None) -> str:
         return self.path("timing", step=step, job=job)
+
+    def calibration(self) -> str:
+        return self.path("calibration")
 
     def folder(self, kind: str) -> str:
         """The top folder of an output kind: its path up to the first wildcard
@@ -207,6 +258,21 @@ def det_job(
     """Log / timing name of a detection cell's job: ``<dataset>/<source>/seed<S>``."""
     lay = Layout("")
     return os.path.relpath(lay.det("run", dataset, source, seed), lay.folder("det_run"))
+
+
+def groups_retrain_job(
+    dataset: str | None = None, seed: int | str | None = None, detector: str | None = None
+) -> str:
+    """Log / timing name of a second-stage run: ``<dataset>/seed<S>/<detector>``."""
+    return f"{seed_job(dataset, seed)}/{'{detector}' if detector is None else detector}"
+
+
+def prio_run_job(
+    dataset: str | None = None, scorer: str | None = None, seed: int | str | None = None
+) -> str:
+    """Log / timing name of a selecting run: ``<dataset>/<scorer>/seed<S>``."""
+    lay = Layout("")
+    return os.path.relpath(lay.prio("run", dataset, seed, scorer), lay.folder("prio_run"))
 
 
 def dataset_job(dataset: str | None = None) -> str:

@@ -108,6 +108,10 @@ def data_summary(config: dict[str, Any], name: str, out: str | Path) -> dict[str
         )
         if ds is None:
             continue
+        if ds.split != split and ds.split in spec.splits:
+            # a role name of another split (Clothing1M: train = dirty_train): summarised there
+            summary["splits"][split] = {"same_as": ds.split}
+            continue
         summary["splits"][split] = ds.summary()
         log(f"{name}/{split}: {len(ds)} examples, {ds.num_classes} classes")
         for warning in ds.info.get("warnings", []):
@@ -195,6 +199,10 @@ def fit_run(
         "settings_fingerprint": fingerprint(s["train"]),
         **(extra_metrics or {}),
     }
+    from mapd.engine.distributed import is_writer
+
+    if not is_writer():  # another rank of a data-parallel job: rank 0 writes the run
+        return metrics
     Run.save(
         out,
         loss=result.loss,

@@ -54,7 +54,11 @@ def test_repo_default_config_loads_and_fills_defaults(repo_root: Path) -> None:
     assert d["train"]["record"] == "eval" and d["train"]["schedule"] == "cosine"
     assert d["probes"]["corrupted_std"] == 0.1 and d["probes"]["random_inputs"] == "uniform"
     assert d["assign"]["k"] == 20 and d["assign"]["use"] == "6-probe"
-    assert cfg["report"] == {"title": "MAP-D audit", "gallery_per_category": 8}
+    assert cfg["report"] == {
+        "title": "MAP-D audit",
+        "gallery_per_category": 8,
+        "plan": {"config": "config/paper.yaml", "gpus": 8},
+    }
     s = dataset_settings(cfg, "digits")
     assert s["loader"] == "digits" and s["options"] == {} and s["subset"] is None
     assert s["train"]["epochs"] == 15

@@ -262,3 +262,37 @@ def test_resnet50_pretrained_loads_cached_weights(hub_dir: Path) -> None:
     torch.testing.assert_close(grey.conv1.weight, fake["conv1.weight"].sum(1, keepdim=True))
     x = torch.rand(1, 1, 32, 32)
     torch.testing.assert_close(grey.conv1(x), rgb.conv1(x.expand(1, 3, 32, 32)))
+
+
+def test_resnet50_weights_file_is_loaded_and_a_missing_one_named(
+    tmp_path: Path, hub_dir: Path
+) -> None:
+    torch.manual_seed(7)
+    fake = build_model("resnet50", num_classes=1000, image_size=224).state_dict()
+    torch.save(fake, tmp_path / "r50.pth")
+    model = build_model(
+        "resnet50",
+        num_classes=14,
+        image_size=224,
+        pretrained=True,
+        weights_file=str(tmp_path / "r50.pth"),
+    )
+    assert torch.equal(model.state_dict()["layer1.0.conv1.weight"], fake["layer1.0.conv1.weight"])
+    assert not (hub_dir / "checkpoints").exists()  # the hub cache was never consulted
+    with pytest.raises(ConfigError, match=r"weights_file .*absent\.pth' does not exist"):
+        build_model(
+            "resnet50",
+            num_classes=14,
+            image_size=224,
+            pretrained=True,
+            weights_file=str(tmp_path / "absent.pth"),
+        )
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable state dict"):
+        build_model(
+            "resnet50",
+            num_classes=14,
+            image_size=224,
+            pretrained=True,
+            weights_file=str(tmp_path / "bad.pth"),
+        )

@@ -56,6 +56,8 @@ def test_no_results_path_is_spelled_outside_the_layout_module() -> None:
     allowed = re.compile(
         r"datasets/|defaults/|://|\.\./report/|noise/(datasets|fig7|probes|methods|levels)"
         r"|detection/(datasets|sources|scores|probes|train|folds)"
+        r"|prioritized/(datasets|reference|scorers|probes|train|validation|noise|splits|holdout)"
+        r"|groups/(datasets|seeds|detectors|jtt_sweep|threshold|train)"
     )
     files = [
         p

@@ -197,6 +197,16 @@ def test_paper_config_dry_run_lists_full_dag(repo_root: Path, tmp_path: Path) ->
     cells = 2 * 3 * 3
     for rule, per_cell in (("det_train", 1), ("det_aum", 1), ("det_fold", 4), ("det_scores", 1)):
         assert counts.get(rule) == cells * per_cell, f"{rule}: {counts}"
+    # prioritized training (Fig. 8): Clothing1M x 8 scorers x 3 seeds, one pool and one
+    # irreducible-loss model per seed
+    assert cfg["prioritized"]["datasets"] == ["clothing1m"]
+    assert counts.get("prio_train") == 8 * 3 and counts.get("prio_figures") == 1
+    assert counts.get("prio_data") == counts.get("prio_holdout") == 3
+    # minority groups (Fig. 9): Waterbirds and CelebA x 3 seeds, one ERM run and a second stage
+    # per detector (JTT, MAP-D) each
+    assert cfg["groups"]["datasets"] == ["waterbirds", "celeba"]
+    assert counts.get("groups_erm") == counts.get("groups_scores") == 2 * 3
+    assert counts.get("groups_retrain") == 2 * 3 * 2 and counts.get("groups_figures") == 2
 
 
 def test_lint_has_no_errors(repo_root: Path) -> None:
@@ -235,7 +245,8 @@ def test_dvc_repro_runs_the_default_stage_then_is_a_no_op(repo_root: Path, tmp_p
     cfg["defaults"]["train"].update(epochs=2, model_options={"width": 8})
     cfg["defaults"]["probes"].update(train_size=5, heldout_size=5)
     cfg["datasets"]["digits"] = {"subset": 300}
-    for name in ("noise", "detection"):  # DVC's mechanics need one family; the audit trains
+    # DVC's mechanics need one family; the audit trains
+    for name in ("noise", "detection", "prioritized", "groups"):
         cfg[name]["activate"] = False
     (clone / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     env = _env()

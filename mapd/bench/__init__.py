@@ -10,14 +10,16 @@ from typing import Any
 def run_all(
     *, out_dir: str | os.PathLike, quick: bool = False, cifar10_root: str | None = None
 ) -> dict[str, Any]:
-    """The engine benchmark (engine.json), the k-NN benchmark (knn.json) and the label-noise
-    methods' per-epoch cost (noise.json).
+    """The engine benchmark (engine.json), the k-NN benchmark (knn.json), the label-noise
+    methods' per-epoch cost (noise.json) and online batch selection's per-step cost
+    (selection.json).
 
     ``quick`` runs tiny sizes as a smoke test; the acceptance numbers need the defaults.
     """
     from mapd.bench.engine import run_engine_benchmark
     from mapd.bench.knn import run_knn_benchmark
     from mapd.bench.noise import run_noise_benchmark
+    from mapd.bench.selection import run_selection_benchmark
 
     if quick:
         engine = run_engine_benchmark(
@@ -29,6 +31,7 @@ def run_all(
         noise = run_noise_benchmark(
             out_dir=out_dir, n=512, t=20, cifar_n=2_000, cifar_t=20, repeats=1
         )
+        selection = run_selection_benchmark(out_dir=out_dir, n=1_000, epochs=5, repeats=1)
     else:
         engine = run_engine_benchmark(
             out_dir=out_dir,
@@ -41,4 +44,5 @@ def run_all(
             data="cifar10" if cifar10_root else "synthetic",
             cifar10_root=cifar10_root,
         )
-    return {"engine": engine, "knn": knn, "noise": noise}
+        selection = run_selection_benchmark(out_dir=out_dir)
+    return {"engine": engine, "knn": knn, "noise": noise, "selection": selection}

@@ -30,6 +30,9 @@ Splits (rows in the key list's order; ``index`` = position 0..N-1 in that order)
   ``both_labels`` (bool: the key has a noisy and a clean label) and ``noisy_label_differs``
   (bool: both labels exist and differ; False where only one exists).
 
+The pipeline's roles: ``train`` = ``dirty_train`` (what an audit or prioritized training runs
+on), ``val`` = ``clean_val``, ``test`` = ``clean_test``.
+
 Every split has ``attrs["label_source"]``. Checks: every listed key must have a label in the
 split's label file; listed image files must exist (all of them for splits of at most 100,000
 images, a seeded sample of 1,000 otherwise) and a seeded sample is decoded. When all seven
@@ -56,7 +59,10 @@ HOW_TO_GET = (
     "(noisy_label_kv.txt, clean_label_kv.txt, *_key_list.txt, category_names_eng.txt) into ROOT."
 )
 EXPECTED = "ROOT/images/... plus the Clothing1M annotation .txt files"
-SPLITS = ("noisy_train", "clean_train", "clean_val", "clean_test", "dirty_train")
+# the official lists and dirty_train, then the roles every mapd step asks for (train / val /
+# test): the noisy pool of prioritized training, the clean validation and test lists
+ALIASES = {"train": "dirty_train", "val": "clean_val", "test": "clean_test"}
+SPLITS = ("noisy_train", "clean_train", "clean_val", "clean_test", "dirty_train", *ALIASES)
 NUM_CLASSES = 14
 NOISY_KV = "noisy_label_kv.txt"
 CLEAN_KV = "clean_label_kv.txt"
@@ -161,7 +167,9 @@ def load_clothing1m(split: str, *, root: str | Path | None = None) -> ImageDatas
 
     Args:
         split: ``noisy_train``, ``clean_train``, ``clean_val``, ``clean_test`` or
-            ``dirty_train`` (definitions in the module docstring).
+            ``dirty_train`` (definitions in the module docstring); ``train``, ``val`` and
+            ``test`` (the roles the pipeline steps ask for) are ``dirty_train``,
+            ``clean_val`` and ``clean_test``.
         root: the folder holding ``images/`` and the annotation files.
 
     Returns:
@@ -169,6 +177,7 @@ def load_clothing1m(split: str, *, root: str | Path | None = None) -> ImageDatas
         ``attrs["label_source"]`` (N,) str; ``dirty_train`` adds ``both_labels`` and
         ``noisy_label_differs`` (N,) bool.
     """
+    split = ALIASES.get(split, split)
     base = require_dir(root, dataset="clothing1m", expected=EXPECTED, how_to_get=HOW_TO_GET)
     base = base.resolve()
     ann = _Annotations(base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,12 @@ def train_trajectories(
     )
     if streaming and fixed_rows is not None and np.any(fixed_rows):
         raise ConfigError("rows with fixed (never augmented) inputs need an in-memory data set")
+    from mapd.engine import distributed
+
+    rank = distributed.current()  # a rank of a data-parallel job (torchrun), else None
+    if rank is not None:
+        model = distributed.prepare_model(model, sync_bn=train["sync_bn"], device=dev)
+        log = log if rank.rank == 0 else (lambda msg: None)
     if streaming:
         tr, te = make_stream_sources(
             images, labels, train=train, device=dev, test_rows=test_images, test_labels=test_labels
@@ -195,7 +202,7 @@ def train_trajectories(
         # CPU results are bit for bit only at one thread count: a resume must use the same
         key["threads"] = torch.get_num_threads()
     signature = json.loads(json.dumps(key, default=str))  # plain JSON, as signature.json holds
-    trainer = Trainer(
+    trainer = (Trainer if rank is None else partial(distributed.DistributedTrainer, rank=rank))(
         model,
         tr,
         settings=settings,
@@ -252,3 +259,56 @@ def predict_proba(
         x, _ = src.batch(part.to(dev), augment=False)
         out.append(torch.softmax(model(x).float(), dim=1).double().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, num_classes))
+
+
+@torch.inference_mode()
+def predict_loss(
+    model_state: dict[str, Any],
+    trained_on: np.ndarray | FileRows,
+    images: np.ndarray | FileRows,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    train: dict[str, Any],
+    device: str = "auto",
+) -> np.ndarray:
+    """Cross-entropy (N,) float32 of a trained model (its ``state_dict``) on ``images`` with
+    ``labels``, in eval mode without augmentation, normalised like the images it was trained on
+    (``trained_on``). Either may be in memory (uint8 (N, H, W, C)) or file-backed."""
+    dev = pick_device(device)
+    train = section("train", train)
+    streaming = isinstance(trained_on, FileRows)
+    if streaming:
+        size, channels = StreamSettings.from_config(train).size, trained_on.channels
+    else:
+        size, channels = trained_on.shape[1], trained_on.shape[-1]
+    model = build_model(
+        train["model"],
+        num_classes=num_classes,
+        in_channels=channels,
+        image_size=size,
+        **train["model_options"],
+    )
+    model.load_state_dict(model_state)
+    model = model.to(dev).eval()
+    dummy = np.zeros(len(trained_on), dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if streaming:
+        tr, te = make_stream_sources(
+            trained_on, dummy, train=train, device=dev, test_rows=images, test_labels=labels
+        )
+    else:
+        tr, te = make_sources(
+            trained_on, dummy, train=train, device=dev, test_images=images, test_labels=labels
+        )
+    try:
+        out = []
+        for part in torch.arange(len(labels), device=dev).split(train["eval_batch_size"]):
+            x, y = te.batch(part, augment=False)
+            logits = model(x).float()
+            out.append(torch.nn.functional.cross_entropy(logits, y, reduction="none").cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    finally:
+        for src in (tr, te):
+            if isinstance(src, FileSource):
+                src.close()

@@ -369,6 +369,7 @@ class Trainer:
             "gen": self.gen.get_state(),
             "metrics": self.metrics,
             "method": self.method.state_dict(),
+            **self._checkpoint_extra(),
         }
         with atomic_path(self.workdir / "checkpoint.pt") as tmp:
             torch.save(state, tmp)
@@ -382,6 +383,26 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         self.probs_at = {int(k): v.cpu().numpy() for k, v in state["probs"].items()}
         self.log(f"resuming from {self.workdir} after epoch {self.epoch}/{self.s.epochs}")
+
+    # --- data parallelism: identities for one process; mapd.engine.distributed's
+    # DistributedTrainer splits every batch and recording pass between processes
+    def _permutation(self, perm: torch.Tensor) -> torch.Tensor:
+        return perm
+
+    def _part(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return idx
+
+    def _sum(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    def _record_all(self, src: TensorSource, **kw: Any) -> dict[str, torch.Tensor]:
+        return self.evaluate_curves(src, **kw)
+
+    def _gather_online(self, ep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return ep
+
+    def _checkpoint_extra(self) -> dict[str, Any]:
+        return {}
 
     # --- passes ---------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -473,15 +494,20 @@ class Trainer:
                 )
                 for name, dtype in CURVES.items()
             }
-        perm = torch.randperm(self.n, device=self.device, generator=self.gen)
+        perm = self._permutation(torch.randperm(self.n, device=self.device, generator=self.gen))
         batches = perm.split(self.s.batch_size)
         total, count = torch.zeros((), device=self.device), 0
         for i, idx in enumerate(batches):
             for group in self.opt.param_groups:
                 group["lr"] = self.s.lr * self.s.lr_factor(epoch + i / len(batches))
+            idx = self._part(idx)  # this process's rows of the batch (data parallel)
+            if idx is None:
+                continue
             x, y = self.train_src.batch(idx, augment=True, generator=self.gen)
             chosen = self.method.select(self, idx, x, y)
             if chosen is not None:
+                if len(chosen) == 0:  # nothing of this batch is trained on (held-out rows)
+                    continue
                 idx, x, y = idx[chosen], x[chosen], y[chosen]
             with self._autocast():
                 loss_vec, logits = self.method.training_loss(self, idx, x, y)
@@ -507,7 +533,10 @@ class Trainer:
                     for name, value in curve_values(logits.detach(), y).items():
                         ep[name][idx] = value
                 recording.stop()
-        return float(total) / max(count, 1), ep, recording
+        if ep is not None:
+            ep = self._gather_online(ep)
+        total, count = self._sum(total), self._sum(torch.tensor(count, dtype=torch.float64))
+        return float(total) / max(float(count), 1), ep, recording
 
     # --- main loop ------------------------------------------------------------------------
     def fit(self, *, stop_after_epoch: int | None = None) -> TrainResult:
@@ -530,7 +559,7 @@ class Trainer:
             if self.s.record == "eval":
                 g = torch.Generator(device=self.device)
                 g.manual_seed(self.seed * 100_003 + e)  # own stream: resuming does not shift it
-                ep = self.evaluate_curves(
+                ep = self._record_all(
                     self.train_src, augment=self.s.record_augment, generator=g, probs=want_probs
                 )
             if ep is not None:
@@ -544,7 +573,7 @@ class Trainer:
                             for n, mm in self.curves.items()
                         }
                     else:
-                        prev = self.evaluate_curves(self.train_src)
+                        prev = self._record_all(self.train_src)
                     ep = {n: torch.where(missing, prev[n], ep[n]) for n in CURVES}
                 if self.s.record == "online" and self.eval_rows is not None:
                     # these rows (the authors' probes) are recorded by an eval pass instead
@@ -555,7 +584,7 @@ class Trainer:
                     mm[:, e] = ep[name].cpu().numpy()
             if want_probs:  # e.g. EL2N's early epoch: the eval pass's softmax of every row
                 if ep is None or "probs" not in ep:
-                    ep = self.evaluate_curves(self.train_src, probs=True)
+                    ep = self._record_all(self.train_src, probs=True)
                 self.probs_at[e + 1] = ep["probs"].cpu().numpy()
             self._sync()
             t2 = time.perf_counter()

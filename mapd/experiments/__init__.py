@@ -55,6 +55,8 @@ FAMILIES: dict[str, str] = {
     "audit": "mapd.experiments.audit",
     "noise": "mapd.experiments.noise",
     "detection": "mapd.experiments.detection",
+    "prioritized": "mapd.experiments.prioritized",
+    "groups": "mapd.experiments.groups",
 }
 
 

@@ -45,6 +45,9 @@ def report(config: dict[str, Any], config_path: str | Path, out: str | Path) -> 
         sections = _data_warnings(config)
         for name in active(config):
             sections += family(name).sections(config, Path(tmp))
+        from mapd.plan import report_section
+
+        sections += report_section(config)  # the compute budget of report/plan/config
         write_report(
             out,
             title=config["report"]["title"],

@@ -63,5 +63,7 @@ from mapd.methods import correction as _correction  # noqa: E402, F401
 from mapd.methods import dynamic as _dynamic  # noqa: E402, F401
 from mapd.methods import mixup as _mixup  # noqa: E402, F401
 from mapd.methods import reed as _reed  # noqa: E402, F401
+from mapd.methods import selection as _selection  # noqa: E402, F401
+from mapd.methods import upweight as _upweight  # noqa: E402, F401
 
 __all__ = ["METHODS", "Method", "build_method", "method_for", "register_method"]

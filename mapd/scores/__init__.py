@@ -215,6 +215,7 @@ def describe(name: str) -> str:
 # the built-in scores register themselves on import
 from mapd.scores import dynamics as _dynamics  # noqa: E402, F401, I001  (MAP-D first)
 from mapd.scores import detectors as _detectors  # noqa: E402, F401
+from mapd.scores import groups as _groups  # noqa: E402, F401
 
 __all__ = [
     "SCORES",

@@ -160,3 +160,11 @@ def test_size_check_on_complete_download(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(c1m.DOCUMENTED_SIZES, "clean_val_key_list.txt", 4)
     with pytest.raises(DataError, match=r"clean_val_key_list.txt has 3 keys \(documented 4\)"):
         load_clothing1m("clean_test", root=root)
+
+
+def test_the_pipeline_roles_are_dirty_train_clean_val_and_clean_test(tmp_path: Path) -> None:
+    root = _make_clothing(tmp_path)
+    for role, split in (("train", "dirty_train"), ("val", "clean_val"), ("test", "clean_test")):
+        a, b = load_dataset("clothing1m", role, root=root), load_clothing1m(split, root=root)
+        assert a.split == split
+        assert a.paths.tolist() == b.paths.tolist() and a.labels.tolist() == b.labels.tolist()

@@ -1,6 +1,10 @@
 # The MAP-D audit (paper Secs. 2-3.2): probe suites, training with recorded learning curves,
 # k-NN assignment with the held-out check, Figs. 3 and 4. Steps: mapd.experiments.audit.
 
+from mapd.experiments.audit import datasets as audit_datasets
+
+AUDIT_DATASETS = audit_datasets(CFG)  # audit/datasets, or every data set
+
 
 rule probes:
     input:
@@ -42,12 +46,13 @@ rule train:
         L.timing("train", seed_job())
     threads: 2
     resources:
-        # counted by the gpu profile (one training job per GPU), requested by the slurm one
-        gpu=0 if CFG["device"] == "cpu" else 1,
+        # counted by the gpu profile (one training job per GPU), requested by the slurm one;
+        # --gpus pins the job to that many free devices of its host (mapd.slots)
+        gpu=train_gpus,
         mem_mb=8000,
         runtime=720,
     shell:
-        "{params.mapd} --log {log:q} --exit-with-parent "
+        "{params.mapd} --log {log:q} --exit-with-parent --gpus {resources.gpu} "
         "train --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
         "--seed {wildcards.seed} --probes {input.probes:q} --out {output:q} "
         "--partial {params.partial:q}"
@@ -128,29 +133,29 @@ rule label_issues:
 
 rule issues:
     input:
-        [L.issues(d) for d in DATASETS],
+        [L.issues(d) for d in AUDIT_DATASETS],
 
 
 rule all_probes:
     input:
-        [per_seed(L.probes, d) for d in DATASETS],
+        [per_seed(L.probes, d) for d in AUDIT_DATASETS],
 
 
 rule all_train:
     input:
-        [per_seed(L.run, d) for d in DATASETS],
+        [per_seed(L.run, d) for d in AUDIT_DATASETS],
 
 
 rule audit:
     input:
-        [per_seed(L.assign, d) for d in DATASETS],
+        [per_seed(L.assign, d) for d in AUDIT_DATASETS],
 
 
 rule fig3:
     input:
-        [L.figure(d, "fig3.png") for d in DATASETS],
+        [L.figure(d, "fig3.png") for d in AUDIT_DATASETS],
 
 
 rule fig4:
     input:
-        [L.figure(d, "fig4.png") for d in DATASETS],
+        [L.figure(d, "fig4.png") for d in AUDIT_DATASETS],

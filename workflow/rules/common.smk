@@ -97,6 +97,14 @@ def noise_reference(wildcards):
     return L.noise_run(wildcards.dataset, wildcards.level, "ce", 0, wildcards.seed)
 
 
+def train_gpus(wildcards):
+    """GPUs of one training job: one per data-parallel process (train/processes), none on CPU.
+    The gpu profile counts them against the host's GPUs, the slurm profile requests them."""
+    if CFG["device"] == "cpu":
+        return 0
+    return dataset_settings(CFG, wildcards.dataset)["train"]["processes"]
+
+
 def per_seed(pattern_fn, dataset):
     """One path per seed of a data set, e.g. per_seed(L.run, "digits")."""
     return [pattern_fn(dataset, s) for s in SEEDS]
@@ -123,3 +131,57 @@ def det_settings(wildcards):
 
 def det_cell(rule_input, wildcards):
     return L.det(rule_input, wildcards.dataset, wildcards.source, wildcards.seed)
+
+
+# minority groups (workflow/rules/groups.smk)
+def groups_settings(wildcards):
+    """What the ERM run depends on (a rerun trigger): the experiment's train overrides, data."""
+    return fingerprint({"train": CFG["groups"]["train"], "data": settings(wildcards, "train")})
+
+
+def groups_score_settings(wildcards):
+    """What the detectors depend on: JTT's T values, MAP-D's options and k."""
+    s = dataset_settings(CFG, wildcards.dataset)
+    return fingerprint(
+        {
+            "sweep": CFG["groups"]["jtt_sweep"],
+            "scores": {n: s["scores"][n] for n in ("jtt", "mapd_minority")},
+            "k": s["assign"]["k"],
+        }
+    )
+
+
+def groups_upweight_settings(wildcards):
+    return fingerprint(dataset_settings(CFG, wildcards.dataset)["methods"]["upweight"])
+
+
+# prioritized training (workflow/rules/prioritized.smk)
+def prio_data_settings(wildcards):
+    """What a training pool depends on (a rerun trigger): splits, noise, probes, the data."""
+    p = CFG["prioritized"]
+    keys = ("splits", "validation", "noise", "probes")
+    return fingerprint({"prio": {k: p[k] for k in keys}, "data": settings(wildcards, "probes")})
+
+
+def prio_holdout_settings(wildcards):
+    """What the irreducible-loss model depends on: its train overrides and the data's."""
+    p = CFG["prioritized"]
+    return fingerprint(
+        {"train": p["train"], "holdout": p["holdout"], "data": settings(wildcards, "train")}
+    )
+
+
+def prio_train_settings(wildcards):
+    """What a selecting run depends on besides its pool: train section, selection, k."""
+    s = dataset_settings(CFG, wildcards.dataset)
+    return fingerprint(
+        {"train": CFG["prioritized"]["train"], "data": settings(wildcards, "train"),
+         "select": s["methods"]["select"], "k": s["assign"]["k"]}
+    )
+
+
+def prio_holdout_input(wildcards):
+    """RHO-Loss's input: the irreducible-loss model of the same data set and seed."""
+    if not wildcards.scorer.startswith("rho_loss"):
+        return []
+    return L.prio("holdout", wildcards.dataset, wildcards.seed)

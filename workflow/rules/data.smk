@@ -36,10 +36,11 @@ rule cscores:
         L.timing("cscores", dataset_job())
     threads: 2
     resources:
+        gpu=0 if CFG["device"] == "cpu" else 1,  # learning-speed C-scores train models
         mem_mb=4000,
         runtime=120,
     shell:
-        "{params.mapd} --log {log:q} --exit-with-parent "
+        "{params.mapd} --log {log:q} --exit-with-parent --gpus {resources.gpu} "
         "cscores --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
         "--out {output:q}"
 

@@ -64,7 +64,7 @@ for _kind, _step, _cmd in (("run", "det_train", "det-train"), ("aum", "det_aum",
         resources:
             gpu=0 if CFG["device"] == "cpu" else 1,
         shell:
-            "{params.mapd} --log {log:q} --exit-with-parent "
+            "{params.mapd} --log {log:q} --exit-with-parent --gpus {resources.gpu} "
             "{params.cmd} --config {params.config:q} --threads {threads} "
             "--dataset {wildcards.dataset:q} --source {wildcards.source} --seed {wildcards.seed} "
             "--suite {input.suite:q} --out {output:q} --partial {params.partial:q}"
@@ -92,7 +92,7 @@ rule det_fold:
     resources:
         gpu=0 if CFG["device"] == "cpu" else 1,
     shell:
-        "{params.mapd} --log {log:q} --exit-with-parent "
+        "{params.mapd} --log {log:q} --exit-with-parent --gpus {resources.gpu} "
         "det-fold --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
         "--source {wildcards.source} --seed {wildcards.seed} --fold {wildcards.fold} "
         "--suite {input.suite:q} --out {output:q} --partial {params.partial:q}"

@@ -61,7 +61,7 @@ rule noise_train:
         mem_mb=8000,
         runtime=720,
     shell:
-        "{params.mapd} --log {log:q} --exit-with-parent "
+        "{params.mapd} --log {log:q} --exit-with-parent --gpus {resources.gpu} "
         "noise-train --config {params.config:q} --threads {threads} --dataset {wildcards.dataset:q} "
         "--level {wildcards.level} --method {wildcards.method} --warmup {wildcards.warmup} "
         "--seed {wildcards.seed} --suite {input.suite:q} --out {output:q} "

@@ -11,13 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from mapd.config import dataset_settings
+from mapd.errors import ConfigError
 from mapd.experiments import Family, lazy
 from mapd.paths import Layout, dataset_job, seed_job
 
 
+def datasets(config: dict[str, Any]) -> list[str]:
+    """The audited data sets: ``audit/datasets``, or every data set when it is empty."""
+    return list(config["audit"]["datasets"] or config["datasets"])
+
+
 def jobs(config: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
-    for d in config["datasets"]:
+    for d in datasets(config):
         out += [
             ("cscores", dataset_job(d)),
             ("figures", dataset_job(d)),
@@ -30,9 +36,9 @@ def jobs(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 def targets(config: dict[str, Any]) -> list[str]:
     lay = Layout.of(config)
-    out = [lay.figure(d, f"fig{n}.png") for d in config["datasets"] for n in (3, 4)]
-    out += [lay.issues(d) for d in config["datasets"]]
-    return out + [lay.assign(d, s) for d in config["datasets"] for s in config["seeds"]]
+    out = [lay.figure(d, f"fig{n}.png") for d in datasets(config) for n in (3, 4)]
+    out += [lay.issues(d) for d in datasets(config)]
+    return out + [lay.assign(d, s) for d in datasets(config) for s in config["seeds"]]
 
 
 def preflight(config: dict[str, Any]) -> None:
@@ -40,7 +46,9 @@ def preflight(config: dict[str, Any]) -> None:
     from mapd.categories import check_probe_budget
     from mapd.data import split_size
 
-    for name in config["datasets"]:
+    if unknown := [n for n in datasets(config) if n not in config["datasets"]]:
+        raise ConfigError(f"audit/datasets: {unknown} are not keys of datasets")
+    for name in datasets(config):
         s = dataset_settings(config, name)
         n = split_size(s["loader"], "train", **s["options"])
         if n is None:
@@ -57,7 +65,7 @@ def run(config: dict[str, Any]) -> None:
     from mapd.experiments.audit.issues import issues
 
     lay = Layout.of(config)
-    for name in config["datasets"]:
+    for name in datasets(config):
         cs = None
         if {"typical", "atypical"} & set(dataset_settings(config, name)["probes"]["categories"]):
             cs = lay.cscores(name)
@@ -93,7 +101,7 @@ def dvc_outs(config: dict[str, Any]) -> list[str]:
 def dvc_plots(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     lay = Layout.of(config)
     plots: dict[str, dict[str, Any]] = {}
-    for d in config["datasets"]:
+    for d in datasets(config):
         plots[lay.figure(d, "fig3.png")] = {}
         plots[lay.figure(d, "fig4.png")] = {}
         plots[lay.figure(d, "fig3.csv")] = {"x": "epoch", "y": "accuracy_mean"}

@@ -10,6 +10,7 @@ import pandas as pd
 from mapd.categories import category_name, sort_categories
 from mapd.data import ImageDataset
 from mapd.errors import DataError
+from mapd.experiments.audit import datasets as audited
 from mapd.outputs import Assignment, Run, mean_std_text, seed_summary
 from mapd.paths import Layout
 from mapd.probes import ProbeSuite
@@ -44,7 +45,7 @@ def metrics(config: dict[str, Any]) -> dict[str, Any]:
     setting, final test accuracy and, where test groups exist, worst-group test accuracy."""
     lay = Layout.of(config)
     out: dict[str, Any] = {}
-    for name in config["datasets"]:
+    for name in audited(config):
         held: dict[str, list[float]] = {}
         test, worst = [], []
         for seed in config["seeds"]:
@@ -192,7 +193,7 @@ def sections(config: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
 
     lay = Layout.of(config)
     parts, summary_rows = [], []
-    for name in config["datasets"]:
+    for name in audited(config):
         seeds = load_outputs(
             [lay.probes(name, s) for s in config["seeds"]],
             [lay.run(name, s) for s in config["seeds"]],

@@ -17,7 +17,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from mapd.experiments.noise.paper import paper_rows
-from mapd.io import atomic_path, save_table
+from mapd.io import save_figure
 from mapd.outputs import seed_summary
 
 NAMES = {
@@ -58,19 +58,6 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
             row["auroc_p_noisy_mean"] = float(np.nanmean(g["auroc_p_noisy"]))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _save(fig: Figure, out_dir: Path, stem: str, data: pd.DataFrame) -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for fmt in ("png", "svg"):
-        path = out_dir / f"{stem}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=110)
-        paths[fmt] = str(path)
-    save_table(out_dir / f"{stem}.csv", data)
-    paths["csv"] = str(out_dir / f"{stem}.csv")
-    return paths
 
 
 def _lines(
@@ -136,7 +123,7 @@ def write_fig6(
     data = summary[summary.apply(lambda r: own.get(r["method"]) == r["warmup"], axis=1)]
     if len(paper):
         data = pd.concat([data, paper.rename(columns={"acc": "paper_acc"})], ignore_index=True)
-    return _save(fig, Path(out), "fig6", data)
+    return save_figure(fig, Path(out), "fig6", data)
 
 
 def write_fig7(
@@ -153,7 +140,7 @@ def write_fig7(
     fig = _lines(summary, series, f"Fig. 7: warm-up epochs before correction, {dataset}")
     _legend(fig)
     data = summary[summary["method"].isin(methods)]
-    return _save(fig, Path(out), "fig7", data)
+    return save_figure(fig, Path(out), "fig7", data)
 
 
 def write_fig11(table: pd.DataFrame, dataset: str, own: dict[str, int], out) -> dict[str, Any]:
@@ -172,4 +159,4 @@ def write_fig11(table: pd.DataFrame, dataset: str, own: dict[str, int], out) -> 
     fig = _lines(summary, series, f"Fig. 11: probabilistic vs binary p(noisy), {dataset}")
     _legend(fig)
     data = summary[summary["method"].isin(["mapd", "mapd_binary"])]
-    return _save(fig, Path(out), "fig11", data)
+    return save_figure(fig, Path(out), "fig11", data)
